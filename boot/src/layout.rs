@@ -1,0 +1,79 @@
+//! The x86_64 guest physical memory map: every fixed guest address ghost-vmm uses.
+//!
+//! ```text
+//! 0x0000_0000  real-mode IVT / BIOS data area (RAM)
+//! 0x0000_0500  GDT                     (BOOT_GDT_START)
+//! 0x0000_0520  IDT                     (BOOT_IDT_START)
+//! 0x0000_7000  boot_params "zero page" (ZERO_PAGE_START)
+//! 0x0000_8ff0  initial stack top       (BOOT_STACK_POINTER)
+//! 0x0000_9000  PML4, PDPT, 4 x PD      (PML4_START .. PD_START + 4 pages): identity map of 4 GiB
+//! 0x0002_0000  kernel command line     (CMDLINE_START, CMDLINE_MAX_SIZE)
+//! 0x0009_fc00  EBDA start: reserved up to 1 MiB
+//! 0x000e_0000  ACPI RSDP and tables    (ACPI_START .. ACPI_END)
+//! 0x0010_0000  kernel (bzImage protected-mode part) (HIMEM_START)
+//! ...          RAM
+//! 0xc000_0000  32-bit MMIO hole        (MMIO_HOLE_START .. 4 GiB), never RAM:
+//!              0xc000_0000 PCI 32-bit MMIO window (PCI_MMIO32_START, PCI_MMIO32_SIZE)
+//!              0xe000_0000 PCI ECAM             (PCI_ECAM_START, PCI_ECAM_SIZE)
+//!              0xfec0_0000 IOAPIC               (IOAPIC_START)
+//!              0xfee0_0000 LAPIC                (LAPIC_START)
+//! 0x1_0000_0000  RAM above 4 GiB       (RAM_HIGH_START)
+//! ```
+
+/// Start of the GDT the vCPUs boot with.
+pub const BOOT_GDT_START: u64 = 0x500;
+/// Start of the (empty) IDT the vCPUs boot with.
+pub const BOOT_IDT_START: u64 = 0x520;
+/// The Linux boot protocol's `boot_params` ("zero page").
+pub const ZERO_PAGE_START: u64 = 0x7000;
+/// Initial stack pointer for the boot vCPU.
+pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
+/// Page-map level 4 table of the boot identity map.
+pub const PML4_START: u64 = 0x9000;
+/// Page-directory-pointer table of the boot identity map.
+pub const PDPTE_START: u64 = 0xa000;
+/// First of four page directories (2 MiB pages) of the boot identity map (4 GiB mapped).
+pub const PDE_START: u64 = 0xb000;
+/// Kernel command line.
+pub const CMDLINE_START: u64 = 0x20000;
+/// Largest command line accepted (including the NUL).
+pub const CMDLINE_MAX_SIZE: usize = 0x10000;
+/// Start of the Extended BIOS Data Area; RAM ends here in the low 1 MiB.
+pub const EBDA_START: u64 = 0x9fc00;
+/// ACPI tables region (the RSDP first, where a legacy scan finds it).
+pub const ACPI_START: u64 = 0xe0000;
+/// End (exclusive) of the ACPI tables region.
+pub const ACPI_END: u64 = 0x10_0000;
+/// Where the protected-mode kernel is loaded (1 MiB).
+pub const HIMEM_START: u64 = 0x10_0000;
+
+/// Start of the 32-bit MMIO hole: guest RAM is never mapped in `[MMIO_HOLE_START, 4 GiB)`.
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// End (exclusive) of the 32-bit MMIO hole.
+pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// 32-bit PCI MMIO window (non-prefetchable BARs).
+pub const PCI_MMIO32_START: u64 = 0xc000_0000;
+/// Size of the 32-bit PCI MMIO window.
+pub const PCI_MMIO32_SIZE: u64 = 0x2000_0000;
+/// PCI Express enhanced configuration access mechanism (ECAM), segment 0.
+pub const PCI_ECAM_START: u64 = 0xe000_0000;
+/// ECAM size: 256 buses x 32 devices x 8 functions x 4 KiB.
+pub const PCI_ECAM_SIZE: u64 = 0x1000_0000;
+/// IOAPIC MMIO base.
+pub const IOAPIC_START: u64 = 0xfec0_0000;
+/// Local APIC MMIO base.
+pub const LAPIC_START: u64 = 0xfee0_0000;
+/// Guest RAM beyond what fits below the hole continues here.
+pub const RAM_HIGH_START: u64 = 0x1_0000_0000;
+
+/// I/O port of the ghost-vmm ACPI power device: the FADT's sleep control, sleep status and
+/// reset registers all point here (hardware-reduced ACPI).
+pub const ACPI_POWER_PORT: u16 = 0x600;
+/// Value written to [`ACPI_POWER_PORT`] through the FADT reset register to reboot.
+pub const ACPI_RESET_VALUE: u8 = 0x1;
+/// SLP_TYP the DSDT's `_S5_` object tells the guest to use for soft-off.
+pub const ACPI_S5_SLP_TYP: u8 = 5;
+/// COM1 base port.
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1 interrupt line (GSI).
+pub const COM1_GSI: u32 = 4;
