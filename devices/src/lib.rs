@@ -1,1 +1,16 @@
-//! placeholder
+//! Device models for ghost-vmm.
+//!
+//! This crate owns what the guest touches through port I/O and MMIO exits: the [`bus::Bus`]
+//! that dispatches an exit to a device by address, and the emulated platform devices
+//! ([`serial::SerialDevice`], [`power::AcpiPowerDevice`], [`i8042::I8042Device`]).
+//! It never links KVM: interrupts leave a device through `EventFd`s that the VMM wires to
+//! KVM (irqfd), and power actions through a [`power::PowerHandler`].
+//!
+//! Everything in here sees guest-controlled values; no input may panic or block a vCPU.
+
+pub mod bus;
+pub mod i8042;
+pub mod power;
+pub mod serial;
+
+pub use bus::{Bus, BusDevice, BusError};
