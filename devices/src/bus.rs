@@ -156,12 +156,12 @@ mod tests {
     impl BusDevice for Scratch {
         fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
             self.last = Some((base, offset));
-            let o = offset as usize;
+            let o = usize::try_from(offset).unwrap();
             data.copy_from_slice(&self.bytes[o..o + data.len()]);
         }
         fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
             self.last = Some((base, offset));
-            let o = offset as usize;
+            let o = usize::try_from(offset).unwrap();
             self.bytes[o..o + data.len()].copy_from_slice(data);
         }
     }
