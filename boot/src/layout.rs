@@ -77,3 +77,78 @@ pub const ACPI_S5_SLP_TYP: u8 = 5;
 pub const COM1_PORT: u16 = 0x3f8;
 /// COM1 interrupt line (GSI).
 pub const COM1_GSI: u32 = 4;
+
+// The fixed areas must not overlap: checked at build time.
+const _: () = {
+    // GDT (4 entries), IDT (1 entry), zero page, stack, page tables, command line, EBDA, ACPI.
+    assert!(BOOT_GDT_START + 4 * 8 <= BOOT_IDT_START);
+    assert!(BOOT_IDT_START + 8 <= ZERO_PAGE_START);
+    assert!(ZERO_PAGE_START + 0x1000 <= BOOT_STACK_POINTER);
+    assert!(BOOT_STACK_POINTER < PML4_START);
+    assert!(PML4_START + 0x1000 <= PDPTE_START);
+    assert!(PDPTE_START + 0x1000 <= PDE_START);
+    assert!(PDE_START + 4 * 0x1000 <= CMDLINE_START);
+    assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(EBDA_START <= ACPI_START && ACPI_END <= HIMEM_START);
+    assert!(PCI_MMIO32_START + PCI_MMIO32_SIZE <= PCI_ECAM_START);
+    assert!(PCI_ECAM_START + PCI_ECAM_SIZE <= IOAPIC_START);
+    assert!(MMIO_HOLE_START <= PCI_MMIO32_START && MMIO_HOLE_END == RAM_HIGH_START);
+};
+
+/// Guest RAM regions for `size` bytes of RAM, as `(guest address, length)` pairs to map.
+///
+/// RAM fills `[0, MMIO_HOLE_START)` first; whatever does not fit continues at
+/// [`RAM_HIGH_START`] (4 GiB), so `[MMIO_HOLE_START, 4 GiB)` is never RAM. `size == 0` gives no
+/// regions. The e820 map ([`crate::bootparams::e820_map`]) describes the same split.
+pub fn ram_regions(size: u64) -> Vec<(vm_memory::GuestAddress, usize)> {
+    let low = size.min(MMIO_HOLE_START);
+    let high = size - low;
+    let mut regions = Vec::with_capacity(2);
+    if low > 0 {
+        regions.push((vm_memory::GuestAddress(0), host_usize(low)));
+    }
+    if high > 0 {
+        regions.push((vm_memory::GuestAddress(RAM_HIGH_START), host_usize(high)));
+    }
+    regions
+}
+
+/// `u64` to `usize`: lossless, since the crate only builds for x86_64 (see `lib.rs`).
+pub(crate) fn host_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn small_guest_is_one_low_region() {
+        assert_eq!(ram_regions(512 * MIB), vec![(GuestAddress(0), 512 << 20)]);
+        assert!(ram_regions(0).is_empty());
+    }
+
+    #[test]
+    fn exactly_the_low_part_has_no_high_region() {
+        assert_eq!(
+            ram_regions(MMIO_HOLE_START),
+            vec![(GuestAddress(0), 0xc000_0000)]
+        );
+    }
+
+    #[test]
+    fn large_guest_skips_the_hole() {
+        let r = ram_regions(6 * GIB);
+        assert_eq!(
+            r,
+            vec![
+                (GuestAddress(0), 3 << 30),
+                (GuestAddress(RAM_HIGH_START), 3 << 30)
+            ]
+        );
+    }
+}

@@ -1,1 +1,127 @@
-fn main() {}
+//! `ghost-vmm`: run one VM from its VM file, check a VM file, or report on the host.
+//!
+//! Exit status: 0 success (the guest powered off), 1 the VM failed while running,
+//! 2 bad input (VM file, paths, host resources it asks for) or bad usage.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use ghost_vmm::config::VmConfig;
+use ghost_vmm::VmExit;
+
+mod logger;
+
+const USAGE: &str = "usage: ghost-vmm <command>
+  run FILE.toml     run the VM until it powers off
+  check FILE.toml   validate a VM file (and the host resources it needs) without running it
+  doctor [--native] report on this host; --native: exit 0 only if KVM runs stock guests natively
+  version           print the version";
+
+/// Exit status for bad input or usage.
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status for a VM that failed while running.
+const EXIT_VM_FAILED: u8 = 1;
+
+fn main() -> ExitCode {
+    logger::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["run", file] => run(Path::new(file)),
+        ["check", file] => check(Path::new(file)),
+        ["doctor"] => doctor(false),
+        ["doctor", "--native"] => doctor(true),
+        ["version" | "--version" | "-V"] => {
+            println!("ghost-vmm {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// Prints an error and its sources on one line.
+fn report(err: &dyn std::error::Error) {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    eprintln!("ghost-vmm: error: {}", line.replace('\n', " "));
+}
+
+fn load(file: &Path) -> Result<VmConfig, ExitCode> {
+    VmConfig::from_file(file).map_err(|e| {
+        report(&e);
+        ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_BAD_INPUT))
+    })
+}
+
+fn run(file: &Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match ghost_vmm::run(&config) {
+        Ok(VmExit::PowerOff) => ExitCode::SUCCESS,
+        Ok(VmExit::Reset) => {
+            log::info!("guest rebooted; exiting as on_reboot = \"exit\" asks");
+            ExitCode::SUCCESS
+        }
+        Ok(VmExit::Stopped) => {
+            eprintln!("ghost-vmm: stopped by signal");
+            ExitCode::from(EXIT_VM_FAILED)
+        }
+        Ok(VmExit::Fatal(msg)) => {
+            eprintln!("ghost-vmm: error: {msg}");
+            ExitCode::from(EXIT_VM_FAILED)
+        }
+        Err(e) => {
+            report(&e);
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_VM_FAILED))
+        }
+    }
+}
+
+fn check(file: &Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = ghost_vmm::preflight(&config) {
+        report(&e);
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_BAD_INPUT));
+    }
+    println!(
+        "{}: ok: VM \"{}\", {} vCPU(s), {} MiB RAM",
+        file.display(),
+        config.vm.name,
+        config.vm.vcpus,
+        config.memory.size.bytes() >> 20
+    );
+    ExitCode::SUCCESS
+}
+
+fn doctor(native_only: bool) -> ExitCode {
+    let report = ghost_vmm::host::doctor_report();
+    if native_only {
+        return if report.can_run_stock_guests() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_VM_FAILED)
+        };
+    }
+    print!("{report}");
+    ExitCode::SUCCESS
+}

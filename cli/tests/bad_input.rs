@@ -1,0 +1,178 @@
+//! The bad-input matrix: every mistake a user can make in a VM file gets a one-line error that
+//! names the problem, exit status 2, no hang, and nothing left behind.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    /// A folder with a (fake) kernel file and the given VM file.
+    fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("vmlinuz"), b"not really a kernel").expect("kernel");
+        std::fs::write(dir.path().join("vm.toml"), toml).expect("vm.toml");
+        Self { dir }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("vm.toml")
+    }
+
+    fn run(&self, cmd: &str) -> Output {
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+            .arg(cmd)
+            .arg(self.file())
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn ghost-vmm");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "bad input must fail fast"
+        );
+        out
+    }
+
+    /// Runs both `check` and `run`: each must fail with exit 2 and one stderr line containing
+    /// every `needle`; nothing but the two files may be left in the folder.
+    fn expect_error(&self, needles: &[&str]) {
+        for cmd in ["check", "run"] {
+            let out = self.run(cmd);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd}: stderr: {stderr}");
+            assert_eq!(
+                stderr.trim_end().lines().count(),
+                1,
+                "{cmd}: one line: {stderr}"
+            );
+            for n in needles {
+                assert!(stderr.contains(n), "{cmd}: {n:?} not in: {stderr}");
+            }
+            assert!(out.stdout.is_empty(), "{cmd}: stdout: {:?}", out.stdout);
+            let mut left: Vec<_> = std::fs::read_dir(self.dir.path())
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            left.sort();
+            assert_eq!(left, ["vm.toml", "vmlinuz"], "{cmd} left files behind");
+        }
+    }
+}
+
+const GOOD_VM: &str = "[vm]\nname = \"t\"\nvcpus = 1\n";
+const GOOD_BOOT: &str = "[boot]\nkernel = \"vmlinuz\"\n";
+
+fn vm_file(vm: &str, memory: &str, boot: &str, extra: &str) -> String {
+    format!("{vm}\n[memory]\n{memory}\n{boot}\n{extra}")
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let c = Case::new(&vm_file(
+        "[vm]\nname = \"t\"\nvcpu = 2\n",
+        "size = \"64M\"",
+        GOOD_BOOT,
+        "",
+    ));
+    c.expect_error(&["vcpu", ":3"]);
+}
+
+#[test]
+fn missing_kernel_is_named() {
+    let c = Case::new(&vm_file(
+        GOOD_VM,
+        "size = \"64M\"",
+        "[boot]\nkernel = \"no-such-vmlinuz\"\n",
+        "",
+    ));
+    c.expect_error(&["boot.kernel", "no-such-vmlinuz"]);
+}
+
+#[test]
+fn unparsable_size_is_named() {
+    let c = Case::new(&vm_file(GOOD_VM, "size = \"12Q\"", GOOD_BOOT, ""));
+    c.expect_error(&["memory.size", "12Q"]);
+}
+
+#[test]
+fn zero_vcpus_is_refused() {
+    let c = Case::new(&vm_file(
+        "[vm]\nname = \"t\"\nvcpus = 0\n",
+        "size = \"64M\"",
+        GOOD_BOOT,
+        "",
+    ));
+    c.expect_error(&["vm.vcpus"]);
+}
+
+#[test]
+fn not_toml_at_all_is_refused() {
+    let c = Case::new("this is { not toml\n\u{0}\u{1}");
+    c.expect_error(&["vm.toml"]);
+}
+
+#[test]
+fn missing_file_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+        .args(["check", "/nonexistent/ghost/vm.toml"])
+        .output()
+        .expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/ghost/vm.toml"), "{stderr}");
+}
+
+/// Asks for more hugepages than the host's 2M pool has free. The pool's free count is read here
+/// too, so the test holds on any host: it asks for (free + 64) pages' worth.
+#[test]
+fn more_hugepages_than_reserved_is_refused_with_numbers() {
+    let free: u64 =
+        std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+    let mib = (free + 64) * 2;
+    let c = Case::new(&vm_file(
+        GOOD_VM,
+        &format!("size = \"{mib}M\"\nhugepages = true"),
+        GOOD_BOOT,
+        "",
+    ));
+    c.expect_error(&["memory.hugepages", &format!("{}", free + 64)]);
+}
+
+#[test]
+fn nonexistent_vfio_host_is_named() {
+    let c = Case::new(&vm_file(
+        GOOD_VM,
+        "size = \"64M\"",
+        GOOD_BOOT,
+        "[[vfio]]\nhost = \"0000:7f:1f.7\"\n",
+    ));
+    c.expect_error(&["vfio", "0000:7f:1f.7"]);
+}
+
+#[test]
+fn garbage_kernel_is_refused_by_run() {
+    let c = Case::new(&vm_file(GOOD_VM, "size = \"64M\"", GOOD_BOOT, ""));
+    let out = c.run("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("boot.kernel"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [&[][..], &["frobnicate"][..], &["run"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+            .args(args)
+            .output()
+            .expect("spawn");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}

@@ -1,0 +1,732 @@
+//! The test host (L2): its image, its QEMU, and the run of a list of scenarios in one boot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::assets::{Assets, KernelFlavor};
+use super::console::Transcript;
+use super::cpio::{Archive, Compression, Contents};
+use super::error::{Error, Result};
+use super::guest::GuestInitramfs;
+use super::image::{add_busybox, add_dynamic_binary, add_modules};
+use super::paths::{ghost_vmm_binary, target_dir};
+use super::scenario::{RunReport, Scenario};
+
+/// Where ghost-vmm is inside L2 (when given with [`TestHost::ghost_vmm`]).
+pub const L2_GHOST_VMM: &str = "/usr/bin/ghost-vmm";
+/// Where QEMU (the reference VMM) is inside L2.
+pub const L2_QEMU: &str = "/usr/bin/qemu-system-x86_64";
+/// The in-L2 directory of the L3 kernels: `<flavor>/bzImage`, `<flavor>/vmlinux`.
+pub const L2_KERNEL_DIR: &str = "/ghost/kernel";
+/// The in-L2 directory of the L3 initramfs images: `<name>.cpio.gz` (`.cpio` if uncompressed).
+pub const L2_INITRD_DIR: &str = "/ghost/initrd";
+/// The in-L2 shell helper library, sourced by every scenario.
+pub const L2_HELPERS: &str = "/lib/ghost.sh";
+
+/// Modules loaded in L2 at boot, in this order, with their dependencies. Missing ones are
+/// skipped and reported (`skipped=` on the `@@GHOST-L2-UP` line).
+pub const L2_MODULES: &[&str] = &[
+    "irqbypass",
+    "kvm",
+    "kvm-amd",
+    "vfio",
+    "vfio_iommu_type1",
+    "vfio_virqfd",
+    "vfio-pci-core",
+    "vfio-pci",
+    "tun",
+];
+
+/// The L2 kernel command line; [`TestHost::cmdline`] appends to it. `hugepages=256` reserves
+/// 512 MiB of 2 MiB pages, mounted at `/dev/hugepages`.
+pub const L2_BASE_CMDLINE: &[&str] = &[
+    "console=ttyS0",
+    "panic=-1",
+    "quiet",
+    "intel_iommu=on",
+    "hugepages=256",
+];
+
+/// Firmware and option ROMs the in-L2 QEMU needs for `-machine q35 -kernel ... -initrd ...`
+/// with its default devices (std VGA, e1000e NIC). SeaBIOS's directory is copied whole.
+const QEMU_DATA_FILES: &[&str] = &[
+    "/usr/share/qemu/linuxboot.bin",
+    "/usr/share/qemu/linuxboot_dma.bin",
+    "/usr/share/qemu/multiboot.bin",
+    "/usr/share/qemu/multiboot_dma.bin",
+    "/usr/share/qemu/pvh.bin",
+    "/usr/share/qemu/kvmvapic.bin",
+    "/usr/lib/ipxe/qemu/efi-e1000e.rom",
+    "/usr/lib/ipxe/qemu/efi-e1000.rom",
+    "/usr/lib/ipxe/qemu/efi-virtio.rom",
+];
+const SEABIOS_DIR: &str = "/usr/share/seabios";
+
+const L2_INIT: &str = include_str!("l2_init.sh");
+const GHOST_SH: &str = include_str!("ghost.sh");
+
+/// Set (to anything) to keep the L2 image in the work directory after a run.
+pub const KEEP_ENV: &str = "GHOST_TESTHOST_KEEP";
+
+/// Time allowed for QEMU to boot L2 to its init, on top of the scenarios' timeouts.
+const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Slack added to the host-side deadline for the L2 init's own work and power-off.
+const DEADLINE_SLACK: Duration = Duration::from_secs(30);
+
+/// One L2 boot at a time per process: each uses both cores of the CI machine.
+static RUN_LOCK: Mutex<()> = Mutex::new(());
+
+/// Which images of an L3 kernel to put in L2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelImages {
+    /// `<L2_KERNEL_DIR>/<flavor>/bzImage` only.
+    BzImage,
+    /// `<L2_KERNEL_DIR>/<flavor>/vmlinux` only (ELF64).
+    Vmlinux,
+    /// Both.
+    Both,
+}
+
+/// A nested test host: a Linux (Debian's cloud kernel) booted under QEMU-TCG with `-cpu max`
+/// (emulated AMD SVM, so `kvm-amd` works inside), an emulated Intel IOMMU, and an initramfs
+/// holding busybox, QEMU, optionally ghost-vmm, the L3 kernels and initramfs images.
+/// [`run`](Self::run) boots it once and runs scenarios one after the other.
+///
+/// # Inside L2
+///
+/// | path | what |
+/// |---|---|
+/// | [`L2_GHOST_VMM`] `/usr/bin/ghost-vmm` | the binary given to [`ghost_vmm`](Self::ghost_vmm) |
+/// | [`L2_QEMU`] `/usr/bin/qemu-system-x86_64` | QEMU with its libraries and firmware |
+/// | `/ghost/kernel/cloud/{bzImage,vmlinux}` | the L3 kernel (also `generic/` if asked) |
+/// | `/ghost/initrd/<name>.cpio.gz` | each [`guest`](Self::guest) image |
+/// | `/lib/modules/<version>/...` | the L2 modules (busybox `modprobe` works for them) |
+/// | `/dev/hugepages` | hugetlbfs, 256 × 2 MiB pages reserved |
+/// | [`L2_HELPERS`] `/lib/ghost.sh` | helpers, sourced before each scenario |
+///
+/// `/lib/ghost.sh` defines `$GHOST_VMM`, `$QEMU`, `$GHOST_KERNEL`, `$GHOST_VMLINUX`,
+/// `$GHOST_GENERIC_KERNEL`, `$GHOST_INITRD_DIR` and:
+///
+/// - `wait_for_line FILE STRING [TIMEOUT_S]`: wait until a line of FILE contains STRING;
+/// - `vm_start NAME CMD...`: run a VMM in the background, stdin from a FIFO, output to the
+///   console (timestamped by the host) and to a log;
+/// - `vm_wait_for NAME STRING [TIMEOUT_S]`: wait for STRING in its output (fails if it exits);
+/// - `vm_send NAME TEXT`: write a line to its stdin (the guest's serial console);
+/// - `vm_wait NAME [TIMEOUT_S]`: wait for it to exit, return its status (124: killed);
+/// - `vm_kill NAME`, `ghost_mark TEXT`, `hugepages_free`.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ghost_tests::testhost::*;
+///
+/// let host = TestHost::new("example")?.guest("probe", GuestInitramfs::probe(true));
+/// let boot = Scenario::new("boot", r#"
+///     vm_start l3 $QEMU -accel kvm -machine q35 -cpu host -m 256 -nographic -no-reboot \
+///         -kernel $GHOST_KERNEL -initrd $GHOST_INITRD_DIR/probe.cpio.gz \
+///         -append "console=ttyS0 quiet panic=-1"
+///     vm_wait_for l3 GHOST-L3-READY 60 || exit 1
+///     vm_send l3 go
+///     vm_wait l3 30
+/// "#).timeout(Duration::from_secs(90));
+/// let report = host.run(&[boot])?;
+/// report["boot"].assert_success();
+/// assert_eq!(report["boot"].value::<u32>("CPUS="), Some(1));
+/// # Ok::<(), ghost_tests::testhost::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TestHost {
+    name: String,
+    assets: Assets,
+    memory_mib: u32,
+    cpus: u32,
+    qemu_args: Vec<String>,
+    cmdline: Vec<String>,
+    modules: Vec<String>,
+    ghost_vmm: Option<PathBuf>,
+    l3_kernels: BTreeMap<KernelFlavor, KernelImages>,
+    guests: Vec<(String, GuestInitramfs)>,
+    files: Vec<(String, Contents, u32)>,
+    binaries: Vec<(String, PathBuf)>,
+    compression: Compression,
+    boot_timeout: Duration,
+    deadline: Option<Duration>,
+}
+
+impl TestHost {
+    /// A test host called `name` (its work files go to `<target>/testhost/<name>/`), with the
+    /// defaults: 3072 MiB, 2 CPUs, the cloud L3 kernel as bzImage and vmlinux, no ghost-vmm.
+    /// Prepares the [`Assets`] if needed.
+    pub fn new(name: &str) -> Result<Self> {
+        check_name("test host", name)?;
+        Ok(TestHost {
+            name: name.to_owned(),
+            assets: Assets::ensure()?,
+            memory_mib: 3072,
+            cpus: 2,
+            qemu_args: Vec::new(),
+            cmdline: Vec::new(),
+            modules: Vec::new(),
+            ghost_vmm: None,
+            l3_kernels: BTreeMap::from([(KernelFlavor::Cloud, KernelImages::Both)]),
+            guests: Vec::new(),
+            files: Vec::new(),
+            binaries: Vec::new(),
+            compression: Compression::None,
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            deadline: None,
+        })
+    }
+
+    /// The assets in use.
+    pub fn assets(&self) -> &Assets {
+        &self.assets
+    }
+
+    /// L2's memory in MiB (default 3072; 512 MiB of it are reserved huge pages).
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// L2's CPU count (default 2).
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Extra QEMU arguments for L2, e.g. `["-device", "edu"]` for a device to pass through.
+    pub fn qemu_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.qemu_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Extra words for the L2 kernel command line (after [`L2_BASE_CMDLINE`]).
+    pub fn cmdline<I, S>(mut self, words: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cmdline.extend(words.into_iter().map(Into::into));
+        self
+    }
+
+    /// Extra L2 modules to load after [`L2_MODULES`] (e.g. `bridge`).
+    pub fn modules<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.modules.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Puts this ghost-vmm binary (and its shared libraries) at [`L2_GHOST_VMM`].
+    pub fn ghost_vmm(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.ghost_vmm = Some(binary.into());
+        self
+    }
+
+    /// Puts the binary found by [`ghost_vmm_binary`] at [`L2_GHOST_VMM`].
+    pub fn with_built_ghost_vmm(self) -> Result<Self> {
+        Ok(self.ghost_vmm(ghost_vmm_binary()?))
+    }
+
+    /// Chooses the images of an L3 kernel to include (default: cloud, both).
+    pub fn l3_kernel(mut self, flavor: KernelFlavor, images: KernelImages) -> Self {
+        self.l3_kernels.insert(flavor, images);
+        self
+    }
+
+    /// Leaves an L3 kernel out (the cloud vmlinux alone is ~50 MiB of image).
+    pub fn without_l3_kernel(mut self, flavor: KernelFlavor) -> Self {
+        self.l3_kernels.remove(&flavor);
+        self
+    }
+
+    /// Builds `image` and puts it at `/ghost/initrd/<name>.cpio.gz` in L2 (`.cpio` if the image
+    /// is uncompressed).
+    pub fn guest(mut self, name: &str, image: GuestInitramfs) -> Self {
+        self.guests.push((name.to_owned(), image));
+        self
+    }
+
+    /// Adds a file with these contents and permission bits at `dest` in L2.
+    pub fn file(
+        mut self,
+        dest: impl Into<String>,
+        contents: impl Into<Vec<u8>>,
+        mode: u32,
+    ) -> Self {
+        self.files
+            .push((dest.into(), Contents::Bytes(contents.into()), mode));
+        self
+    }
+
+    /// Adds the host file `src` at `dest` in L2.
+    pub fn host_file(
+        mut self,
+        dest: impl Into<String>,
+        src: impl Into<PathBuf>,
+        mode: u32,
+    ) -> Self {
+        self.files
+            .push((dest.into(), Contents::Host(src.into()), mode));
+        self
+    }
+
+    /// Adds the host executable `src` at `dest` in L2, with the shared libraries `ldd` lists.
+    pub fn binary(mut self, dest: impl Into<String>, src: impl Into<PathBuf>) -> Self {
+        self.binaries.push((dest.into(), src.into()));
+        self
+    }
+
+    /// The L2 image's compression (default none: under TCG, decompressing ~100 MiB costs more
+    /// boot time than QEMU loading it).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Time allowed for L2 to reach its init (default 90 s).
+    pub fn boot_timeout(mut self, timeout: Duration) -> Self {
+        self.boot_timeout = timeout;
+        self
+    }
+
+    /// Overrides the host-side deadline of a whole run (default: boot timeout + the scenarios'
+    /// timeouts + 30 s). QEMU is killed when it passes.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The directory of this test host's work files (images, console log).
+    pub fn work_dir(&self) -> PathBuf {
+        target_dir().join("testhost").join(&self.name)
+    }
+
+    /// Boots L2 once and runs `scenarios` in order, each under its own timeout, then powers L2
+    /// off. Returns what every scenario printed, timestamped on the host.
+    ///
+    /// The L2 console goes to `<work_dir>/console.log` and, line by line, to stderr (which the
+    /// test harness shows when a test fails). QEMU is killed at the deadline and whenever this
+    /// returns. The L2 image is deleted afterwards unless `$GHOST_TESTHOST_KEEP` is set
+    /// ([`KEEP_ENV`]); the L3 images stay. Runs in one process are serialized.
+    ///
+    /// Errors if the image cannot be built, QEMU cannot start, or L2 never reaches its init.
+    pub fn run(&self, scenarios: &[Scenario]) -> Result<RunReport> {
+        let _serial = RUN_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names = BTreeSet::new();
+        for s in scenarios {
+            check_name("scenario", &s.name)?;
+            if !names.insert(s.name.as_str()) {
+                return Err(Error::Config(format!("two scenarios named {:?}", s.name)));
+            }
+        }
+
+        let work = self.work_dir();
+        fs::create_dir_all(&work).map_err(|e| Error::io("creating", &work, e))?;
+        let packing = Instant::now();
+        let image = work.join(format!("l2{}", self.compression.suffix()));
+        let l2_image_bytes = self.build_image(&work, &image, scenarios)?;
+        let pack_time = packing.elapsed();
+
+        let log_path = work.join("console.log");
+        let log = File::create(&log_path).map_err(|e| Error::io("creating", &log_path, e))?;
+        eprintln!(
+            "testhost[{}]: packed {:.1} MiB in {:.1}s; console log: {}",
+            self.name,
+            l2_image_bytes as f64 / f64::from(1 << 20),
+            pack_time.as_secs_f64(),
+            log_path.display()
+        );
+
+        let deadline = self.deadline.unwrap_or_else(|| {
+            self.boot_timeout
+                + DEADLINE_SLACK
+                + scenarios.iter().map(|s| s.timeout).sum::<Duration>()
+        });
+        let mut session = QemuSession::start(self.qemu_command(&image), log, &log_path)?;
+        let mut transcript = Transcript::new(scenarios.iter().map(|s| s.name.as_str()));
+        let deadline_hit =
+            session.read_until(deadline, self.boot_timeout, &mut transcript, &self.name)?;
+        let (exit_status, qemu_stderr, wall) = session.finish();
+        if std::env::var_os(KEEP_ENV).is_none() {
+            // QEMU has read it; it is big (~100 MiB) and rebuilt every run.
+            let _ = fs::remove_file(&image);
+        }
+
+        if transcript.l2_up_at.is_none() {
+            let reason = if deadline_hit {
+                format!(
+                    "no init within {}s (boot timeout or deadline)",
+                    self.boot_timeout.min(deadline).as_secs()
+                )
+            } else {
+                match exit_status {
+                    Some(status) => format!("QEMU exited ({status}) first"),
+                    None => "QEMU was killed first".to_owned(),
+                }
+            };
+            let mut tail = String::new();
+            for l in transcript.lines.iter().rev().take(30).rev() {
+                let _ = writeln!(tail, "{}", l.text);
+            }
+            let _ = write!(tail, "QEMU stderr: {}", qemu_stderr.trim());
+            return Err(Error::L2DidNotBoot {
+                reason,
+                log: log_path,
+                tail,
+            });
+        }
+
+        let report = RunReport {
+            scenarios: transcript.scenarios,
+            lines: transcript.lines,
+            l2_up_at: transcript.l2_up_at,
+            l2_info: transcript.l2_info,
+            completed: transcript.completed,
+            deadline_hit,
+            exit_status,
+            qemu_stderr,
+            log_path,
+            wall,
+            pack_time,
+            l2_image_bytes,
+        };
+        eprint!("{report}");
+        Ok(report)
+    }
+
+    /// The QEMU command line that boots L2 from `image`.
+    fn qemu_command(&self, image: &Path) -> Command {
+        let mut cmdline: Vec<&str> = L2_BASE_CMDLINE.to_vec();
+        cmdline.extend(self.cmdline.iter().map(String::as_str));
+        let mut cmd = Command::new(&self.assets.qemu);
+        cmd.args(["-accel", "tcg,thread=multi"])
+            .args(["-machine", "q35,kernel-irqchip=split"])
+            .args(["-cpu", "max"])
+            .args(["-smp", &self.cpus.to_string()])
+            .args(["-m", &self.memory_mib.to_string()])
+            .args(["-nographic", "-no-reboot"])
+            .args(["-device", "intel-iommu,intremap=on,caching-mode=on"])
+            .args(&self.qemu_args)
+            .arg("-kernel")
+            .arg(&self.assets.cloud.bzimage)
+            .arg("-initrd")
+            .arg(image)
+            .args(["-append", &cmdline.join(" ")]);
+        cmd
+    }
+
+    /// Writes the L2 image (and the L3 images it holds) into `work`.
+    fn build_image(&self, work: &Path, out: &Path, scenarios: &[Scenario]) -> Result<u64> {
+        let assets = &self.assets;
+        let mut archive = Archive::default();
+        add_busybox(&mut archive, assets)?;
+        for dir in ["/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/var/tmp"] {
+            archive.dir(dir)?;
+        }
+        archive.file("/init", Contents::Bytes(L2_INIT.as_bytes().to_vec()), 0o755)?;
+        archive.file(
+            L2_HELPERS,
+            Contents::Bytes(GHOST_SH.as_bytes().to_vec()),
+            0o644,
+        )?;
+
+        let mut wanted: Vec<&str> = L2_MODULES.to_vec();
+        wanted.extend(self.modules.iter().map(String::as_str));
+        let (modules, missing) = assets.cloud.resolve_modules(&wanted);
+        add_modules(&mut archive, &assets.cloud, &modules, &missing)?;
+
+        add_dynamic_binary(&mut archive, L2_QEMU, &assets.qemu)?;
+        for file in QEMU_DATA_FILES {
+            if Path::new(file).is_file() {
+                archive.file(file, Contents::Host(PathBuf::from(file)), 0o644)?;
+            }
+        }
+        let seabios =
+            fs::read_dir(SEABIOS_DIR).map_err(|e| Error::io("listing", SEABIOS_DIR, e))?;
+        for entry in seabios {
+            let path = entry
+                .map_err(|e| Error::io("listing", SEABIOS_DIR, e))?
+                .path();
+            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                archive.file(
+                    &format!("{SEABIOS_DIR}/{name}"),
+                    Contents::Host(path.clone()),
+                    0o644,
+                )?;
+            }
+        }
+
+        if let Some(vmm) = &self.ghost_vmm {
+            if !vmm.is_file() {
+                return Err(Error::GhostVmmNotBuilt {
+                    searched: vmm.display().to_string(),
+                });
+            }
+            add_dynamic_binary(&mut archive, L2_GHOST_VMM, vmm)?;
+        }
+        for (dest, src) in &self.binaries {
+            add_dynamic_binary(&mut archive, dest, src)?;
+        }
+
+        for (flavor, images) in &self.l3_kernels {
+            let kernel = assets.kernel(*flavor);
+            let dir = format!("{L2_KERNEL_DIR}/{}", flavor.name());
+            if matches!(images, KernelImages::BzImage | KernelImages::Both) {
+                archive.file(
+                    &format!("{dir}/bzImage"),
+                    Contents::Host(kernel.bzimage.clone()),
+                    0o644,
+                )?;
+            }
+            if matches!(images, KernelImages::Vmlinux | KernelImages::Both) {
+                archive.file(
+                    &format!("{dir}/vmlinux"),
+                    Contents::Host(kernel.vmlinux.clone()),
+                    0o644,
+                )?;
+            }
+        }
+        for (name, guest) in &self.guests {
+            check_name("guest image", name)?;
+            let file = format!("l3-{name}{}", guest.compression_kind().suffix());
+            let host_path = work.join(&file);
+            guest.build(assets, &host_path)?;
+            archive.file(
+                &format!(
+                    "{L2_INITRD_DIR}/{name}{}",
+                    guest.compression_kind().suffix()
+                ),
+                Contents::Host(host_path),
+                0o644,
+            )?;
+        }
+
+        for (dest, contents, mode) in &self.files {
+            archive.file(dest, contents.clone(), *mode)?;
+        }
+
+        let mut list = String::new();
+        for (i, s) in scenarios.iter().enumerate() {
+            let timeout = s.timeout.as_secs() + u64::from(s.timeout.subsec_nanos() > 0);
+            let _ = writeln!(list, "{i} {} {}", timeout.max(1), s.name);
+            let script = format!(
+                "#!/bin/sh\n# scenario {}\n. {L2_HELPERS}\n{}\n",
+                s.name, s.script
+            );
+            archive.file(
+                &format!("/ghost/scenarios/{i}.sh"),
+                Contents::Bytes(script.into_bytes()),
+                0o755,
+            )?;
+        }
+        archive.file(
+            "/ghost/scenarios.list",
+            Contents::Bytes(list.into_bytes()),
+            0o644,
+        )?;
+
+        archive.write(out, self.compression)
+    }
+}
+
+/// Names become file names and marker words: `[A-Za-z0-9._-]+`.
+fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{what} name {name:?}: use letters, digits, '.', '_', '-'"
+        )))
+    }
+}
+
+/// A running L2 QEMU: its console read line by line on a thread, timestamped as read.
+/// Killed and reaped on drop, so a panicking test leaves no QEMU behind.
+struct QemuSession {
+    child: Child,
+    started: Instant,
+    lines: mpsc::Receiver<(Instant, Vec<u8>)>,
+    stdout_reader: Option<thread::JoinHandle<()>>,
+    stderr_reader: Option<thread::JoinHandle<String>>,
+    log: BufWriter<File>,
+    log_path: PathBuf,
+    reaped: bool,
+}
+
+/// How long QEMU may take to exit after its console closed.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+
+impl QemuSession {
+    fn start(mut cmd: Command, log: File, log_path: &Path) -> Result<Self> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // If the test process dies without dropping us (SIGKILL from a CI timeout), take QEMU
+        // down with it. The signal fires when the spawning thread exits; `run` finishes QEMU
+        // before returning, so that is never early.
+        // SAFETY: runs in the child between fork and exec; prctl is async-signal-safe and
+        // touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: cmd.get_program().to_string_lossy().into_owned(),
+            source,
+        })?;
+        let (tx, lines) = mpsc::channel();
+        let stdout_reader = child.stdout.take().map(|out| {
+            thread::spawn(move || {
+                let mut reader = BufReader::new(out);
+                loop {
+                    let mut line = Vec::new();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            if tx.send((Instant::now(), line)).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        });
+        let stderr_reader = child.stderr.take().map(|mut err| {
+            thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = err.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        });
+        Ok(QemuSession {
+            child,
+            started,
+            lines,
+            stdout_reader,
+            stderr_reader,
+            log: BufWriter::new(log),
+            log_path: log_path.to_path_buf(),
+            reaped: false,
+        })
+    }
+
+    /// Feeds console lines to `transcript` (and the log, and stderr) until the console closes
+    /// or a deadline passes: `boot_timeout` until L2 is up, `deadline` overall (both since
+    /// start). Returns whether a deadline killed QEMU.
+    fn read_until(
+        &mut self,
+        deadline: Duration,
+        boot_timeout: Duration,
+        transcript: &mut Transcript,
+        name: &str,
+    ) -> Result<bool> {
+        loop {
+            let limit = if transcript.l2_up_at.is_none() {
+                boot_timeout.min(deadline)
+            } else {
+                deadline
+            };
+            let now = self.started.elapsed();
+            if now >= limit {
+                let _ = self.child.kill();
+                let _ = writeln!(
+                    self.log,
+                    "[{:8.3}] testhost: deadline, QEMU killed",
+                    now.as_secs_f64()
+                );
+                eprintln!(
+                    "[{name} {:8.3}] testhost: deadline passed, QEMU killed",
+                    now.as_secs_f64()
+                );
+                self.flush_log()?;
+                return Ok(true);
+            }
+            match self.lines.recv_timeout(limit - now) {
+                Ok((at, raw)) => {
+                    let at = at.saturating_duration_since(self.started);
+                    let raw = String::from_utf8_lossy(&raw);
+                    let text = transcript.push(at, raw.trim_end_matches(['\n', '\r']));
+                    writeln!(self.log, "[{:8.3}] {text}", at.as_secs_f64())
+                        .map_err(|e| Error::io("writing", &self.log_path, e))?;
+                    eprintln!("[{name} {:8.3}] {text}", at.as_secs_f64());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush_log()?;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    fn flush_log(&mut self) -> Result<()> {
+        self.log
+            .flush()
+            .map_err(|e| Error::io("writing", &self.log_path, e))
+    }
+
+    /// Reaps QEMU (killing it if it lingers): its exit status (`None` if killed by a signal),
+    /// its stderr, and the time it ran.
+    fn finish(mut self) -> (Option<ExitStatus>, String, Duration) {
+        let grace = Instant::now() + EXIT_GRACE;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < grace => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = self.child.kill();
+                    break self.child.wait().ok();
+                }
+            }
+        };
+        self.reaped = true;
+        let wall = self.started.elapsed();
+        if let Some(reader) = self.stdout_reader.take() {
+            let _ = reader.join();
+        }
+        let stderr = self
+            .stderr_reader
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default();
+        // A signal-killed QEMU has no exit code: report it as killed.
+        (status.filter(|s| s.code().is_some()), stderr, wall)
+    }
+}
+
+impl Drop for QemuSession {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The nested test host, end to end, without ghost-vmm. In one L2 boot:
+//!
+//! 1. `l2-kvm`: L2 has `/dev/kvm` from `kvm-amd` (TCG's emulated SVM), VFIO, huge pages and the
+//!    L3 kernel images;
+//! 2. `timeout`: a scenario that overruns its time limit is killed, with what it started;
+//! 3. `after-timeout`: the next scenario still runs, and nothing of the previous one is left;
+//! 4. `qemu-l3-probe`: QEMU (the reference VMM) boots the L3 cloud kernel with the probe init on
+//!    L2's KVM, the scenario inspects L2 while the guest waits, then releases it.
+//!
+//! This is the harness's own oracle: if it fails, ghost-vmm's real-guest tests cannot be
+//! trusted either. The boot is shared by the tests below (about 35 s on a 2-core machine).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ghost_tests::testhost::{
+    GuestInitramfs, Outcome, RunReport, Scenario, TestHost, PROBE_BYE, PROBE_INIT_OK, PROBE_READY,
+};
+
+const L2_KVM: &str = r#"
+grep -qw svm /proc/cpuinfo && echo "L2_SVM=yes"
+test -c /dev/kvm && echo "L2_DEV_KVM=yes"
+test -d /sys/module/kvm_amd && echo "L2_SYS_MODULE_KVM_AMD=yes"
+lsmod | grep -q '^kvm_amd ' && echo "L2_LSMOD_KVM_AMD=yes"
+test -c /dev/vfio/vfio && echo "L2_DEV_VFIO=yes"
+echo "L2_HUGEPAGES_FREE=$(hugepages_free)"
+grep -q ' /dev/hugepages hugetlbfs ' /proc/mounts && echo "L2_HUGETLBFS=yes"
+echo "L3_BZIMAGE_BYTES=$(stat -c %s $GHOST_KERNEL)"
+echo "L3_VMLINUX_MAGIC=$(head -c 5 $GHOST_VMLINUX | od -An -tx1 | tr -d ' ')"
+test -c /dev/kvm && test -d /sys/module/kvm_amd
+"#;
+
+const TIMEOUT: &str = r#"
+sleep 1000 &
+echo $! >/run/ghost-orphan.pid
+echo "ORPHAN_STARTED"
+sleep 1000
+echo "NOT_REACHED"
+"#;
+
+const AFTER_TIMEOUT: &str = r#"
+pid=$(cat /run/ghost-orphan.pid)
+state=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
+if [ -z "$state" ] || [ "$state" = Z ]; then echo "ORPHAN_GONE"; else echo "ORPHAN_ALIVE state=$state"; exit 1; fi
+"#;
+
+const QEMU_BOOTS_L3: &str = r#"
+vm_start l3 $QEMU -accel kvm -machine q35 -cpu host -smp 2 -m 256 -nographic -no-reboot \
+    -kernel $GHOST_KERNEL -initrd $GHOST_INITRD_DIR/probe.cpio.gz \
+    -append "console=ttyS0 quiet panic=-1"
+vm_wait_for l3 GHOST-L3-READY 60 || exit 1
+echo "L2_SAW_READY"
+vm_send l3 go
+vm_wait l3 30
+"#;
+
+/// The single L2 boot shared by every test of this file, and the L3 kernel version.
+fn run() -> &'static (RunReport, String) {
+    static RUN: OnceLock<(RunReport, String)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let host = TestHost::new("oracle")
+            .expect("test-host assets (tests/testhost/setup.sh)")
+            .guest("probe", GuestInitramfs::probe(true));
+        let version = host.assets().cloud.version.clone();
+        let report = host
+            .run(&[
+                Scenario::new("l2-kvm", L2_KVM).timeout(Duration::from_secs(20)),
+                Scenario::new("timeout", TIMEOUT).timeout(Duration::from_secs(2)),
+                Scenario::new("after-timeout", AFTER_TIMEOUT).timeout(Duration::from_secs(10)),
+                Scenario::new("qemu-l3-probe", QEMU_BOOTS_L3).timeout(Duration::from_secs(90)),
+            ])
+            .expect("the test host boots");
+        (report, version)
+    })
+}
+
+#[test]
+fn l2_runs_every_scenario_and_powers_off() {
+    let (report, version) = run();
+    assert!(report.completed, "L2 did not finish:\n{}", report.tail(40));
+    assert!(!report.deadline_hit);
+    assert_eq!(report.l2_field("kernel"), Some(version.as_str()));
+    assert_eq!(report.l2_field("cpus"), Some("2"));
+    let scenarios: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        scenarios,
+        ["l2-kvm", "timeout", "after-timeout", "qemu-l3-probe"]
+    );
+    assert!(
+        report.exit_status.is_some_and(|s| s.success()),
+        "QEMU: {:?}",
+        report.exit_status
+    );
+}
+
+#[test]
+fn l2_has_kvm_amd_vfio_and_huge_pages() {
+    let (report, _) = run();
+    let modules = report.l2_modules();
+    for m in [
+        "kvm",
+        "kvm_amd",
+        "vfio",
+        "vfio_iommu_type1",
+        "vfio_pci",
+        "tun",
+    ] {
+        assert!(
+            modules.contains(&m),
+            "{m} not loaded in L2: {}",
+            report.l2_info
+        );
+    }
+    assert!(report.l2_skipped_modules().is_empty(), "{}", report.l2_info);
+
+    let l2 = &report["l2-kvm"];
+    l2.assert_success();
+    for line in [
+        "L2_SVM=yes",
+        "L2_DEV_KVM=yes",
+        "L2_SYS_MODULE_KVM_AMD=yes",
+        "L2_LSMOD_KVM_AMD=yes",
+        "L2_DEV_VFIO=yes",
+        "L2_HUGETLBFS=yes",
+    ] {
+        assert!(l2.contains(line), "{line} missing:\n{}", l2.transcript());
+    }
+    assert_eq!(
+        l2.value::<u32>("L2_HUGEPAGES_FREE="),
+        Some(256),
+        "{}",
+        l2.transcript()
+    );
+    assert!(l2
+        .value::<u64>("L3_BZIMAGE_BYTES=")
+        .is_some_and(|n| n > 1 << 20));
+    // "\x7fELF" and ELFCLASS64.
+    assert_eq!(l2.line_after("L3_VMLINUX_MAGIC="), Some("7f454c4602"));
+}
+
+#[test]
+fn a_scenario_past_its_timeout_is_killed_with_its_children() {
+    let (report, _) = run();
+    let timeout = &report["timeout"];
+    assert_eq!(
+        timeout.outcome(),
+        Outcome::TimedOut,
+        "{}",
+        timeout.transcript()
+    );
+    assert!(timeout.contains("ORPHAN_STARTED"));
+    assert!(!timeout.contains("NOT_REACHED"));
+    let took = timeout.duration().expect("timeout scenario ended");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+
+    let after = &report["after-timeout"];
+    after.assert_success();
+    assert!(after.contains("ORPHAN_GONE"), "{}", after.transcript());
+}
+
+#[test]
+fn qemu_in_l2_boots_the_l3_probe_guest() {
+    let (report, version) = run();
+    let l3 = &report["qemu-l3-probe"];
+    l3.assert_success();
+    assert!(l3.contains(PROBE_INIT_OK), "{}", l3.transcript());
+    assert_eq!(l3.value::<u32>("CPUS="), Some(2), "{}", l3.transcript());
+    let mem_kb = l3.value::<u64>("MEMTOTAL_KB=").expect("MEMTOTAL_KB line");
+    assert!(
+        (150_000..262_144).contains(&mem_kb),
+        "MemTotal {mem_kb} kB for -m 256"
+    );
+    assert_eq!(l3.line_after("KERNEL="), Some(version.as_str()));
+    // The guest waited for the scenario (which saw READY) before saying goodbye.
+    assert!(
+        l3.time_between(PROBE_READY, "L2_SAW_READY").is_some(),
+        "{}",
+        l3.transcript()
+    );
+    let release = l3
+        .time_between("L2_SAW_READY", PROBE_BYE)
+        .expect("BYE after the release");
+
+    eprintln!(
+        "timings: pack {:.1}s ({:.0} MiB), L2 boot {:.1}s, QEMU in L2: L3 init after {:.1}s \
+         (guest uptime {}s), ready after {:.1}s, release to bye {:.2}s, scenario {:.1}s; \
+         whole run {:.1}s",
+        report.pack_time.as_secs_f64(),
+        report.l2_image_bytes as f64 / f64::from(1 << 20),
+        report.l2_boot_time().unwrap_or_default().as_secs_f64(),
+        l3.time_to(PROBE_INIT_OK).unwrap_or_default().as_secs_f64(),
+        l3.line_after("UPTIME_S=").unwrap_or("?"),
+        l3.time_to(PROBE_READY).unwrap_or_default().as_secs_f64(),
+        release.as_secs_f64(),
+        l3.duration().unwrap_or_default().as_secs_f64(),
+        report.wall.as_secs_f64(),
+    );
+}

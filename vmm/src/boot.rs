@@ -1,0 +1,133 @@
+//! Applies `ghost-boot` to a VM: loads the guest into memory and puts each vCPU in its boot
+//! state.
+
+use std::fs::File;
+use std::path::Path;
+
+use ghost_boot::bootparams::{write_boot_params, BootParamsConfig};
+use ghost_boot::{acpi, cpu, cpuid, loader};
+use kvm_bindings::{CpuId, Msrs};
+use kvm_ioctls::VcpuFd;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use crate::config::VmConfig;
+use crate::VmmError;
+
+fn open(key: &'static str, path: &Path) -> Result<File, VmmError> {
+    File::open(path).map_err(|source| VmmError::GuestFile {
+        key,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Loads the kernel (and initramfs) from the VM file into `mem`: only the kernel, for checks.
+pub(crate) fn load_kernel(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+) -> Result<loader::KernelEntry, VmmError> {
+    let path = &config.boot.kernel;
+    loader::load_kernel(mem, &mut open("boot.kernel", path)?).map_err(|source| VmmError::Kernel {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// Writes everything the guest needs in memory to boot: kernel, initramfs, ACPI tables,
+/// command line and zero page, GDT and page tables. Returns the 64-bit entry point.
+pub(crate) fn load_guest(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+) -> Result<GuestAddress, VmmError> {
+    let kernel = load_kernel(mem, config)?;
+    let initramfs = match &config.boot.initramfs {
+        Some(path) => Some(
+            loader::load_initramfs(mem, &mut open("boot.initramfs", path)?, &kernel).map_err(
+                |source| VmmError::Initramfs {
+                    path: path.clone(),
+                    source,
+                },
+            )?,
+        ),
+        None => None,
+    };
+    let rsdp =
+        acpi::create_acpi_tables(mem, config.vm.vcpus).map_err(ghost_boot::BootError::from)?;
+    write_boot_params(
+        mem,
+        &BootParamsConfig {
+            kernel: &kernel,
+            cmdline: &config.boot.cmdline,
+            initramfs,
+            ram_size: config.memory.size.bytes(),
+            rsdp: Some(rsdp),
+        },
+    )
+    .map_err(VmmError::BootParams)?;
+    cpu::write_gdt_and_page_tables(mem).map_err(ghost_boot::BootError::from)?;
+    Ok(kernel.entry)
+}
+
+/// LAPIC register offsets and delivery modes for the local interrupt pins.
+const APIC_LVT_LINT0: usize = 0x350;
+const APIC_LVT_LINT1: usize = 0x360;
+const APIC_MODE_NMI: u32 = 0x4;
+const APIC_MODE_EXTINT: u32 = 0x7;
+
+fn set_lvt_delivery_mode(regs: &mut [libc::c_char], offset: usize, mode: u32) {
+    let Some(bytes) = regs.get_mut(offset..offset + 4) else {
+        return;
+    };
+    let mut raw = [0u8; 4];
+    for (d, s) in raw.iter_mut().zip(bytes.iter()) {
+        *d = s.to_ne_bytes()[0];
+    }
+    let value = (u32::from_le_bytes(raw) & !0x700) | (mode << 8);
+    for (d, s) in bytes.iter_mut().zip(value.to_le_bytes()) {
+        *d = libc::c_char::from_ne_bytes([s]);
+    }
+}
+
+/// Puts vCPU `index` of `vcpus` in its boot state: CPUID (topology), MSRs, LAPIC local
+/// interrupt pins, and for the boot vCPU the long-mode registers at `entry`. The others wait
+/// for INIT/SIPI from the guest, in KVM's in-kernel LAPIC.
+pub(crate) fn configure_vcpu(
+    fd: &VcpuFd,
+    index: u8,
+    vcpus: u8,
+    supported_cpuid: &CpuId,
+    entry: GuestAddress,
+) -> Result<(), VmmError> {
+    let mut cpuid = supported_cpuid.clone();
+    cpuid::filter_cpuid(&mut cpuid, index, vcpus).map_err(ghost_boot::BootError::from)?;
+    fd.set_cpuid2(&cpuid)
+        .map_err(VmmError::kvm("KVM_SET_CPUID2"))?;
+
+    let entries = cpu::boot_msrs();
+    let msrs = Msrs::from_entries(&entries).map_err(|_| VmmError::Kvm {
+        op: "KVM_SET_MSRS",
+        source: kvm_ioctls::Error::new(libc::E2BIG),
+    })?;
+    let set = fd.set_msrs(&msrs).map_err(VmmError::kvm("KVM_SET_MSRS"))?;
+    if set != entries.len() {
+        let failed = entries.get(set).map_or(0, |e| e.index);
+        log::warn!("vCPU {index}: KVM refused boot MSR {failed:#x}; continuing without it");
+    }
+
+    let mut lapic = fd.get_lapic().map_err(VmmError::kvm("KVM_GET_LAPIC"))?;
+    set_lvt_delivery_mode(&mut lapic.regs, APIC_LVT_LINT0, APIC_MODE_EXTINT);
+    set_lvt_delivery_mode(&mut lapic.regs, APIC_LVT_LINT1, APIC_MODE_NMI);
+    fd.set_lapic(&lapic)
+        .map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
+
+    if index == 0 {
+        fd.set_regs(&cpu::boot_regs(entry))
+            .map_err(VmmError::kvm("KVM_SET_REGS"))?;
+        let sregs = fd.get_sregs().map_err(VmmError::kvm("KVM_GET_SREGS"))?;
+        fd.set_sregs(&cpu::boot_sregs(sregs))
+            .map_err(VmmError::kvm("KVM_SET_SREGS"))?;
+        fd.set_fpu(&cpu::boot_fpu())
+            .map_err(VmmError::kvm("KVM_SET_FPU"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The VM file's sections as serde structs: one struct per TOML table, unknown keys rejected.
+//!
+//! The keys and their defaults are the user-facing contract in `docs/config.md`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::mac::MacAddr;
+use super::pci::PciAddress;
+use super::size::{ByteSize, HugepageSize};
+
+/// Fewest and most vCPUs a VM can have.
+pub const VCPUS_RANGE: std::ops::RangeInclusive<u8> = 1..=254;
+/// Guest RAM when `[memory]` does not say.
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+/// The kernel command line when `[boot]` does not say.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
+
+/// A whole VM file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// `[vm]`: name, vCPUs, what a guest reboot does.
+    pub vm: VmSection,
+    /// `[memory]`: guest RAM and its backing (default: 512M of normal pages).
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    /// `[boot]`: kernel, initramfs, command line.
+    pub boot: BootConfig,
+    /// `[serial]`: where the guest console goes (default: this terminal).
+    #[serde(default)]
+    pub serial: SerialConfig,
+    /// `[[disk]]`: virtio-blk disks, in order `/dev/vda`, `/dev/vdb`, ...
+    #[serde(default)]
+    pub disk: Vec<DiskConfig>,
+    /// `[[net]]`: virtio-net NICs backed by TAP devices.
+    #[serde(default)]
+    pub net: Vec<NetConfig>,
+    /// `[[vfio]]`: host PCI devices passed through with VFIO.
+    #[serde(default)]
+    pub vfio: Vec<VfioConfig>,
+}
+
+/// `[vm]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSection {
+    /// Used in logs, the control socket name and the process title: letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Number of vCPUs, 1 to 254 (default 1).
+    #[serde(default = "default_vcpus", deserialize_with = "deserialize_vcpus")]
+    pub vcpus: u8,
+    /// vCPU `i` runs pinned to host CPU `cpu_affinity[i]`; one entry per vCPU.
+    #[serde(default)]
+    pub cpu_affinity: Option<Vec<usize>>,
+    /// What a guest reboot does (default: restart the VM in place).
+    #[serde(default)]
+    pub on_reboot: OnReboot,
+}
+
+/// What ghost-vmm does when the guest reboots (`vm.on_reboot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnReboot {
+    /// `"restart"`: build the VM again and boot it, in the same process.
+    #[default]
+    Restart,
+    /// `"exit"`: stop, exit status 0 (for a supervisor that restarts it).
+    Exit,
+}
+
+/// `[memory]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Guest RAM (default 512M).
+    #[serde(default = "default_memory_size")]
+    pub size: ByteSize,
+    /// Back guest RAM with hugetlb pages from the host's reserved pool.
+    #[serde(default)]
+    pub hugepages: bool,
+    /// The hugepage size, when `hugepages = true` (default 2M).
+    #[serde(default)]
+    pub hugepage_size: HugepageSize,
+    /// Touch all guest RAM before the guest starts (always done with VFIO devices).
+    #[serde(default)]
+    pub prefault: bool,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            size: default_memory_size(),
+            hugepages: false,
+            hugepage_size: HugepageSize::default(),
+            prefault: false,
+        }
+    }
+}
+
+/// `[boot]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// The guest kernel: a bzImage or an ELF vmlinux.
+    pub kernel: PathBuf,
+    /// An initramfs (cpio, possibly compressed).
+    #[serde(default)]
+    pub initramfs: Option<PathBuf>,
+    /// The kernel command line (default `console=ttyS0`).
+    #[serde(default = "default_cmdline")]
+    pub cmdline: String,
+}
+
+/// `[serial]`: the guest's COM1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Where the console goes (default `"stdio"`).
+    #[serde(default)]
+    pub mode: SerialMode,
+    /// The file to write to; required with, and only with, `mode = "file"`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// `serial.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialMode {
+    /// `"stdio"`: this terminal (put in raw mode while the VM runs).
+    #[default]
+    Stdio,
+    /// `"file"`: appended to `serial.path`.
+    File,
+    /// `"off"`: discarded.
+    Off,
+}
+
+impl fmt::Display for SerialMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Stdio => "stdio",
+            Self::File => "file",
+            Self::Off => "off",
+        })
+    }
+}
+
+/// One `[[disk]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// A raw image file or a block device.
+    pub path: PathBuf,
+    /// Attach read-only: the guest cannot write (default false).
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// One `[[net]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The host TAP device (created if missing).
+    pub tap: String,
+    /// The guest NIC's MAC (default: [`MacAddr::derived`] from the VM name, stable across runs).
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+}
+
+impl NetConfig {
+    /// The MAC the guest sees for NIC number `index` of VM `vm_name`.
+    pub fn effective_mac(&self, vm_name: &str, index: usize) -> MacAddr {
+        self.mac.unwrap_or_else(|| MacAddr::derived(vm_name, index))
+    }
+}
+
+/// One `[[vfio]]`: a host PCI function passed through to the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfioConfig {
+    /// The host device, as `lspci -D` shows it: `"0000:01:00.0"` (or `"01:00.0"`).
+    pub host: PciAddress,
+    /// Show the guest this option ROM file instead of the device's own (e.g. a patched vBIOS).
+    #[serde(default)]
+    pub rom: Option<PathBuf>,
+    /// Expose the device's ROM BAR to the guest (default true); `false` hides it.
+    #[serde(default = "default_true")]
+    pub rombar: bool,
+    /// Bind the device to vfio-pci at start and give it back to its host driver on exit
+    /// (default false: the user binds it beforehand).
+    #[serde(default)]
+    pub bind: bool,
+}
+
+impl VmConfig {
+    /// Whether guest RAM is touched before start: when asked, and always with VFIO devices
+    /// (they DMA into guest RAM, which must be pinned).
+    pub fn prefault_memory(&self) -> bool {
+        self.memory.prefault || !self.vfio.is_empty()
+    }
+}
+
+fn default_vcpus() -> u8 {
+    1
+}
+
+fn default_memory_size() -> ByteSize {
+    ByteSize::from_bytes(DEFAULT_MEMORY_MIB << 20)
+}
+
+fn default_cmdline() -> String {
+    DEFAULT_CMDLINE.to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `vm.vcpus` as any integer, so that an out-of-range count gets a message with the range.
+fn deserialize_vcpus<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    let n = i64::deserialize(deserializer)?;
+    u8::try_from(n)
+        .ok()
+        .filter(|v| VCPUS_RANGE.contains(v))
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "{n} is out of range ({} to {})",
+                VCPUS_RANGE.start(),
+                VCPUS_RANGE.end()
+            ))
+        })
+}

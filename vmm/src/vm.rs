@@ -1,0 +1,366 @@
+//! One VM's life: build it from a [`VmConfig`], run its vCPUs and device loop, tear it down.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use ghost_boot::layout;
+use ghost_devices::i8042::{I8042Device, I8042_DATA_PORT, I8042_PORT_LEN};
+use ghost_devices::power::AcpiPowerDevice;
+use ghost_devices::serial::{SerialDevice, SerialOutput, SERIAL_PORT_LEN};
+use ghost_devices::Bus;
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::signal::Killable;
+
+use crate::config::{OnReboot, SerialMode, VmConfig};
+use crate::console::{open_console_file, ConsoleInput, RawTerminal};
+use crate::memory::{create_guest_memory, MemoryBacking};
+use crate::vcpu::{
+    install_kick_handler, vcpu_kick_signal, ExitCounters, PowerToControl, Vcpu, VmControl, VmExit,
+};
+use crate::{boot, VmmError};
+
+/// KVM's TSS needs three pages of guest physical space that is not RAM (in the MMIO hole).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+/// KVM's identity-map page for real-mode emulation, just below the TSS.
+const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+
+/// Write end of the "the VMM was asked to stop" eventfd, for the SIGINT/SIGTERM handler.
+static STOP_SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let fd = STOP_SIGNAL_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a valid u64.
+        unsafe {
+            libc::write(fd, (&one as *const u64).cast(), 8);
+        }
+    }
+}
+
+/// Runs the VM described by `config` until it powers off (or reboots with
+/// `on_reboot = "exit"`), restarting it in place on guest reboot.
+pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
+    let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+    install_kick_handler().map_err(VmmError::Signals)?;
+    let stop_evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
+    STOP_SIGNAL_FD.store(stop_evt.as_raw_fd(), Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        vmm_sys_util::signal::register_signal_handler(sig, on_stop_signal)
+            .map_err(|e| VmmError::Signals(std::io::Error::from_raw_os_error(e.errno())))?;
+    }
+    let _terminal = match config.serial.mode {
+        SerialMode::Stdio => RawTerminal::enter(libc::STDIN_FILENO),
+        _ => None,
+    };
+    let result = loop {
+        let vm = Vm::new(&kvm, config)?;
+        match vm.run(&stop_evt)? {
+            VmExit::Reset if config.vm.on_reboot == OnReboot::Restart => {
+                log::info!("{}: guest reset; restarting", config.vm.name);
+                continue;
+            }
+            exit => break exit,
+        }
+    };
+    STOP_SIGNAL_FD.store(-1, Ordering::SeqCst);
+    Ok(result)
+}
+
+/// A built, not yet running VM.
+struct Vm {
+    _vm_fd: VmFd,
+    _memory: GuestMemoryMmap,
+    vcpus: Vec<Vcpu>,
+    control: Arc<VmControl>,
+    serial: Arc<Mutex<SerialDevice>>,
+    serial_input_ready: EventFd,
+    console_input: bool,
+    affinity: Option<Vec<usize>>,
+    name: String,
+    counters: Arc<ExitCounters>,
+}
+
+impl Vm {
+    fn new(kvm: &Kvm, config: &VmConfig) -> Result<Self, VmmError> {
+        let vm_fd = kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?;
+        vm_fd
+            .set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(VmmError::kvm("KVM_SET_TSS_ADDR"))?;
+        vm_fd
+            .set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+            .map_err(VmmError::kvm("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        vm_fd
+            .create_irq_chip()
+            .map_err(VmmError::kvm("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm_fd
+            .create_pit2(pit)
+            .map_err(VmmError::kvm("KVM_CREATE_PIT2"))?;
+
+        let memory = guest_memory(config)?;
+        register_memory(&vm_fd, &memory)?;
+        let vcpus_n = config.vm.vcpus;
+        let entry = boot::load_guest(&memory, config)?;
+
+        // Devices.
+        let control = Arc::new(VmControl::new(
+            EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?,
+        ));
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
+        let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
+        vm_fd
+            .register_irqfd(&serial_irq, layout::COM1_GSI)
+            .map_err(VmmError::kvm("KVM_IRQFD"))?;
+        let serial_input_ready = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
+        let out: SerialOutput = match (&config.serial.mode, &config.serial.path) {
+            (SerialMode::Stdio, _) => Box::new(std::io::stdout()),
+            (SerialMode::File, Some(path)) => {
+                open_console_file(path).map_err(|e| VmmError::ConsoleFile(path.clone(), e))?
+            }
+            _ => Box::new(std::io::sink()),
+        };
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            serial_irq,
+            serial_input_ready.try_clone().map_err(VmmError::EventFd)?,
+            out,
+        )));
+        pio.insert(
+            serial.clone(),
+            u64::from(layout::COM1_PORT),
+            SERIAL_PORT_LEN,
+        )?;
+        let power = PowerToControl(control.clone());
+        pio.insert(
+            Arc::new(Mutex::new(AcpiPowerDevice::new(
+                power.clone(),
+                layout::ACPI_S5_SLP_TYP,
+                layout::ACPI_RESET_VALUE,
+            ))),
+            u64::from(layout::ACPI_POWER_PORT),
+            1,
+        )?;
+        pio.insert(
+            Arc::new(Mutex::new(I8042Device::new(power))),
+            u64::from(I8042_DATA_PORT),
+            I8042_PORT_LEN,
+        )?;
+
+        let counters = Arc::new(ExitCounters::default());
+        let supported_cpuid = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut vcpus = Vec::with_capacity(usize::from(vcpus_n));
+        for index in 0..vcpus_n {
+            let fd = vm_fd
+                .create_vcpu(u64::from(index))
+                .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
+            boot::configure_vcpu(&fd, index, vcpus_n, &supported_cpuid, entry)?;
+            vcpus.push(Vcpu::new(
+                index,
+                fd,
+                pio.clone(),
+                mmio.clone(),
+                control.clone(),
+                counters.clone(),
+            ));
+        }
+
+        Ok(Self {
+            _vm_fd: vm_fd,
+            _memory: memory,
+            vcpus,
+            control,
+            serial,
+            serial_input_ready,
+            console_input: config.serial.mode == SerialMode::Stdio,
+            affinity: config.vm.cpu_affinity.clone(),
+            name: config.vm.name.clone(),
+            counters,
+        })
+    }
+
+    /// Runs until the guest or the VMM stops the VM.
+    fn run(self, stop_evt: &EventFd) -> Result<VmExit, VmmError> {
+        let mut events = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
+            .map_err(VmmError::EventManager)?;
+        events.add_subscriber(Arc::new(Mutex::new(ExitWatcher {
+            control: self.control.clone(),
+            stop_evt: stop_evt.try_clone().map_err(VmmError::EventFd)?,
+        })));
+        if self.console_input {
+            // SAFETY: dup returns a new fd that we own (or -1, checked below).
+            let fd = unsafe { libc::dup(libc::STDIN_FILENO) };
+            if fd >= 0 {
+                // SAFETY: `fd` is a fresh duplicate owned by nobody else.
+                let stdin = unsafe { File::from_raw_fd(fd) };
+                events.add_subscriber(Arc::new(Mutex::new(ConsoleInput::new(
+                    stdin,
+                    self.serial.clone(),
+                    self.serial_input_ready
+                        .try_clone()
+                        .map_err(VmmError::EventFd)?,
+                ))));
+            }
+        }
+
+        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(self.vcpus.len());
+        for (i, vcpu) in self.vcpus.into_iter().enumerate() {
+            let cpu = self.affinity.as_ref().and_then(|a| a.get(i).copied());
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{i}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu);
+                    }
+                    vcpu.run();
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    self.control
+                        .request_exit(VmExit::Fatal(format!("cannot start vCPU thread {i}: {e}")));
+                    break;
+                }
+            }
+        }
+
+        while !self.control.stopping() {
+            if let Err(e) = events.run() {
+                self.control
+                    .request_exit(VmExit::Fatal(format!("device event loop failed: {e}")));
+            }
+        }
+        stop_vcpus(threads, vcpu_kick_signal());
+        let c = &self.counters;
+        log::debug!(
+            "{}: exits pio={} mmio={} intr={} unclaimed={}",
+            self.name,
+            c.pio.load(Ordering::Relaxed),
+            c.mmio.load(Ordering::Relaxed),
+            c.intr.load(Ordering::Relaxed),
+            c.unclaimed.load(Ordering::Relaxed)
+        );
+        Ok(self.control.reason().unwrap_or(VmExit::Stopped))
+    }
+}
+
+/// Kicks every vCPU thread out of KVM_RUN until it has returned, then joins it. A kick can
+/// land just before a thread enters KVM_RUN, so it is repeated until the thread is gone.
+fn stop_vcpus(threads: Vec<JoinHandle<()>>, signal: i32) {
+    for t in threads {
+        while !t.is_finished() {
+            let _ = t.kill(signal);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = t.join();
+    }
+}
+
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes within it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            log::warn!(
+                "cannot pin vCPU to host CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Wakes the event loop when the VM must stop (guest request or host signal).
+struct ExitWatcher {
+    control: Arc<VmControl>,
+    stop_evt: EventFd,
+}
+
+impl MutEventSubscriber for ExitWatcher {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::new(self.control.exit_evt(), EventSet::IN));
+        let _ = ops.add(Events::new(&self.stop_evt, EventSet::IN));
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == self.stop_evt.as_raw_fd() {
+            let _ = self.stop_evt.read();
+            self.control.request_exit(VmExit::Stopped);
+        } else {
+            let _ = self.control.exit_evt().read();
+        }
+    }
+}
+
+/// Checks what `run` would need from the host before building anything: the hugepage pool,
+/// and a kernel image that loads (into scratch memory that is never touched by a guest).
+pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
+    let size = config.memory.size.bytes();
+    if config.memory.hugepages {
+        crate::host::check_hugepages(size, config.memory.hugepage_size.bytes())
+            .map_err(VmmError::Host)?;
+    }
+    let scratch = create_guest_memory(
+        &ghost_boot::ram_regions(size),
+        &MemoryBacking {
+            size,
+            hugepages: None,
+            prefault: false,
+        },
+    )?;
+    boot::load_kernel(&scratch, config).map(|_| ())
+}
+
+fn guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, VmmError> {
+    let size = config.memory.size.bytes();
+    let hugepages = config
+        .memory
+        .hugepages
+        .then_some(config.memory.hugepage_size);
+    if let Some(hp) = hugepages {
+        crate::host::check_hugepages(size, hp.bytes()).map_err(VmmError::Host)?;
+    }
+    let backing = MemoryBacking {
+        size,
+        hugepages,
+        prefault: config.prefault_memory(),
+    };
+    Ok(create_guest_memory(
+        &ghost_boot::ram_regions(size),
+        &backing,
+    )?)
+}
+
+fn register_memory(vm_fd: &VmFd, memory: &GuestMemoryMmap) -> Result<(), VmmError> {
+    for (slot, region) in memory.iter().enumerate() {
+        let host = memory
+            .get_host_address(region.start_addr())
+            .map_err(|_| VmmError::MemorySlot(region.start_addr().0))?;
+        let r = kvm_userspace_memory_region {
+            slot: u32::try_from(slot).map_err(|_| VmmError::MemorySlot(region.start_addr().0))?,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the mapping behind `host` lives in `memory`, which the `Vm` keeps alive for
+        // as long as the VM fd that references it.
+        unsafe { vm_fd.set_user_memory_region(r) }
+            .map_err(VmmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
