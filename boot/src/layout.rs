@@ -10,6 +10,7 @@
 //! 0x0002_0000  kernel command line     (CMDLINE_START, CMDLINE_MAX_SIZE)
 //! 0x0009_fc00  EBDA start: reserved up to 1 MiB
 //! 0x000e_0000  ACPI RSDP and tables    (ACPI_START .. ACPI_END)
+//! 0x000f_fff0  reset entry stub        (BIOS_RESET_ENTRY): writes the ACPI reset register
 //! 0x0010_0000  kernel (bzImage protected-mode part) (HIMEM_START)
 //! ...          RAM
 //! 0xc000_0000  32-bit MMIO hole        (MMIO_HOLE_START .. 4 GiB), never RAM:
@@ -43,7 +44,13 @@ pub const EBDA_START: u64 = 0x9fc00;
 /// ACPI tables region (the RSDP first, where a legacy scan finds it).
 pub const ACPI_START: u64 = 0xe0000;
 /// End (exclusive) of the ACPI tables region.
-pub const ACPI_END: u64 = 0x10_0000;
+pub const ACPI_END: u64 = 0xf_0000;
+/// The legacy BIOS area: ghost-vmm has no BIOS, but Linux jumps to its reset entry point
+/// (F000:FFF0, physical [`BIOS_RESET_ENTRY`]) when it reboots through the "BIOS" method, which
+/// it picks on hardware-reduced ACPI without EFI. See `crate::reset_stub`.
+pub const BIOS_AREA_START: u64 = 0xf_0000;
+/// Physical address of the real-mode reset entry point F000:FFF0.
+pub const BIOS_RESET_ENTRY: u64 = 0xf_fff0;
 /// Where the protected-mode kernel is loaded (1 MiB).
 pub const HIMEM_START: u64 = 0x10_0000;
 
@@ -89,7 +96,8 @@ const _: () = {
     assert!(PDPTE_START + 0x1000 <= PDE_START);
     assert!(PDE_START + 4 * 0x1000 <= CMDLINE_START);
     assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
-    assert!(EBDA_START <= ACPI_START && ACPI_END <= HIMEM_START);
+    assert!(EBDA_START <= ACPI_START && ACPI_END <= BIOS_AREA_START);
+    assert!(BIOS_AREA_START <= BIOS_RESET_ENTRY && BIOS_RESET_ENTRY + 16 <= HIMEM_START);
     assert!(PCI_MMIO32_START + PCI_MMIO32_SIZE <= PCI_ECAM_START);
     assert!(PCI_ECAM_START + PCI_ECAM_SIZE <= IOAPIC_START);
     assert!(MMIO_HOLE_START <= PCI_MMIO32_START && MMIO_HOLE_END == RAM_HIGH_START);

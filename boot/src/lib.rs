@@ -25,6 +25,7 @@ pub mod cpu;
 pub mod cpuid;
 pub mod layout;
 pub mod loader;
+pub mod reset_stub;
 
 pub use layout::ram_regions;
 
@@ -40,6 +41,9 @@ pub enum BootError {
     /// Building or writing the ACPI tables failed.
     #[error("cannot write the ACPI tables")]
     Acpi(#[from] acpi::AcpiError),
+    /// Writing the real-mode reset entry stub failed.
+    #[error("cannot write the reset entry stub: {0}")]
+    ResetStub(#[source] vm_memory::GuestMemoryError),
     /// Writing the boot GDT or page tables failed.
     #[error("cannot prepare the boot CPU state")]
     Cpu(#[from] cpu::CpuError),

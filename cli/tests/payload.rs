@@ -10,12 +10,12 @@ use std::process::{Command, Output, Stdio};
 
 /// Where the payload's code is loaded (physical), as a Linux vmlinux is.
 const LOAD_ADDR: u64 = 0x100_0000;
-const EHDR_LEN: usize = 64;
-const PHDR_LEN: usize = 56;
+const EHDR_LEN: u16 = 64;
+const PHDR_LEN: u16 = 56;
 
 /// Builds an ELF64 executable with one PT_LOAD segment holding `code` at LOAD_ADDR+120.
 fn elf_with_code(code: &[u8]) -> Vec<u8> {
-    let code_off = EHDR_LEN + PHDR_LEN;
+    let code_off = usize::from(EHDR_LEN + PHDR_LEN);
     let total = code_off + code.len();
     let entry = LOAD_ADDR + code_off as u64;
     let mut f = Vec::with_capacity(total);
@@ -25,16 +25,16 @@ fn elf_with_code(code: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
     f.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
     f.extend_from_slice(&entry.to_le_bytes());
-    f.extend_from_slice(&(EHDR_LEN as u64).to_le_bytes()); // e_phoff
+    f.extend_from_slice(&u64::from(EHDR_LEN).to_le_bytes()); // e_phoff
     f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
     f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    f.extend_from_slice(&(EHDR_LEN as u16).to_le_bytes());
-    f.extend_from_slice(&(PHDR_LEN as u16).to_le_bytes());
+    f.extend_from_slice(&EHDR_LEN.to_le_bytes());
+    f.extend_from_slice(&PHDR_LEN.to_le_bytes());
     f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
     f.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
     f.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
     f.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
-    assert_eq!(f.len(), EHDR_LEN);
+    assert_eq!(f.len(), usize::from(EHDR_LEN));
     f.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
     f.extend_from_slice(&7u32.to_le_bytes()); // RWX
     f.extend_from_slice(&0u64.to_le_bytes()); // p_offset

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::Path;
 
 use ghost_boot::bootparams::{write_boot_params, BootParamsConfig};
-use ghost_boot::{acpi, cpu, cpuid, loader};
+use ghost_boot::{acpi, cpu, cpuid, loader, reset_stub};
 use kvm_bindings::{CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -65,6 +65,7 @@ pub(crate) fn load_guest(
     )
     .map_err(VmmError::BootParams)?;
     cpu::write_gdt_and_page_tables(mem).map_err(ghost_boot::BootError::from)?;
+    reset_stub::write_reset_stub(mem).map_err(ghost_boot::BootError::ResetStub)?;
     Ok(kernel.entry)
 }
 

@@ -413,6 +413,23 @@ impl TestHost {
         Ok(report)
     }
 
+    /// Boots L2 with `script` (a busybox `sh` script, with `/lib/ghost.sh` sourced) attached to
+    /// this process's terminal through L2's serial console, and waits for L2 to power off: the
+    /// interactive demo. QEMU's own escape (Ctrl-A X) also ends it.
+    pub fn interactive(&self, script: &str) -> Result<std::process::ExitStatus> {
+        let work = self.work_dir();
+        fs::create_dir_all(&work).map_err(|e| Error::io("creating", &work, e))?;
+        let image = work.join(format!("l2{}", self.compression.suffix()));
+        let with_script = self.clone().file("/ghost/interactive.sh", script, 0o755);
+        with_script.build_image(&work, &image, &[])?;
+        let mut cmd = with_script.qemu_command(&image);
+        let status = cmd
+            .status()
+            .map_err(|e| Error::io("starting", &self.assets.qemu, e))?;
+        let _ = fs::remove_file(&image);
+        Ok(status)
+    }
+
     /// The QEMU command line that boots L2 from `image`.
     fn qemu_command(&self, image: &Path) -> Command {
         let mut cmdline: Vec<&str> = L2_BASE_CMDLINE.to_vec();

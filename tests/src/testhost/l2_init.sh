@@ -56,6 +56,11 @@ run_scenario() {
     fi
 }
 
+# The interactive demo: one script with L2's console as its terminal (no framing, no timeout).
+if [ -f /ghost/interactive.sh ]; then
+    (. /lib/ghost.sh; . /ghost/interactive.sh) </dev/ttyS0 >/dev/ttyS0 2>&1
+fi
+
 while read -r index timeout name; do
     run_scenario "$index" "$timeout" "$name"
 done </ghost/scenarios.list
