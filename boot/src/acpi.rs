@@ -10,7 +10,14 @@
 //! - S5 (`poweroff`) is offered only if `\_S5_` exists *and* both sleep control and sleep status
 //!   registers are non-zero (`acpi_sleep_state_supported()`); Linux then writes
 //!   `SLP_TYP << 2 | SLP_EN (0x20)` to the sleep control register.
-//! - `RESET_REG_SUP` + a SystemIO reset register make `reboot` write [`ACPI_RESET_VALUE`] there.
+//! - `RESET_REG_SUP` + a SystemIO reset register: `acpi_reboot()` writes [`ACPI_RESET_VALUE`]
+//!   there. But Linux only tries it when `reboot_type` is ACPI, and on hardware-reduced ACPI
+//!   `reboot_init()` switches the default to EFI (`efi_reboot_required()`), even without EFI;
+//!   the EFI attempt does nothing and Linux falls back to a real-mode jump to the BIOS reset
+//!   vector (F000:FFF0). [`crate::reset_stub`] puts code there that performs the ACPI reset, so
+//!   `reboot` works with any `reboot=` setting.
+//! - Before entering S5, Linux writes `WAK_STS` (0x80) to the sleep status register (the same
+//!   port): the power device must ignore that write.
 //! - `IAPC_BOOT_ARCH`: "8042" clear makes the i8042 driver give up (no PS/2 keyboard),
 //!   `VGA_NOT_PRESENT` stops VGA probing, `CMOS_RTC_NOT_PRESENT` skips the rtc_cmos platform
 //!   device (wall clock comes from kvmclock), `PCIE_ASPM_CONTROLS` disables ASPM.
@@ -185,7 +192,7 @@ pub enum AcpiError {
 }
 
 /// Builds the ACPI tables for `vcpus` vCPUs (APIC IDs `0..vcpus`), writes them into
-/// `[ACPI_START, ACPI_END)` of `mem` and returns the RSDP's address (for
+/// `[ACPI_START, ACPI_END)` of `mem`, and returns the RSDP's address (for
 /// `boot_params.acpi_rsdp_addr`).
 pub fn create_acpi_tables<M: GuestMemoryBackend>(
     mem: &M,

@@ -6,7 +6,8 @@
 //! 1. [`ram_regions`]: the guest RAM regions the VMM maps (RAM below the 32-bit MMIO hole, the
 //!    rest above 4 GiB; see [`layout`]).
 //! 2. [`loader::load_kernel`] (bzImage or ELF vmlinux) and [`loader::load_initramfs`].
-//! 3. [`acpi::create_acpi_tables`]: RSDP, XSDT, FADT (hardware-reduced ACPI), MADT, DSDT, MCFG.
+//! 3. [`acpi::create_acpi_tables`]: RSDP, XSDT, FADT (hardware-reduced ACPI), MADT, DSDT, MCFG;
+//!    and [`reset_stub::write_reset_stub`], the F000:FFF0 code Linux's reboot ends up in.
 //! 4. [`bootparams::write_boot_params`]: the command line and the Linux "zero page" with its
 //!    e820 map and the RSDP address.
 //! 5. [`cpu::write_gdt_and_page_tables`] once, then per vCPU [`cpu::boot_regs`],
@@ -42,7 +43,7 @@ pub enum BootError {
     #[error("cannot write the ACPI tables")]
     Acpi(#[from] acpi::AcpiError),
     /// Writing the real-mode reset entry stub failed.
-    #[error("cannot write the reset entry stub: {0}")]
+    #[error("cannot write the reset entry stub")]
     ResetStub(#[source] vm_memory::GuestMemoryError),
     /// Writing the boot GDT or page tables failed.
     #[error("cannot prepare the boot CPU state")]
