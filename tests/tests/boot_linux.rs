@@ -182,9 +182,11 @@ fn run() -> &'static RunReport {
                     "on_reboot = \"exit\"",
                 ),
             ),
+            // One vCPU: with two, the test host's own KVM (nested under TCG) soft-locks a vCPU
+            // thread in the L2 kernel during the guest's reboot; see issue 2's closing note.
             (
                 "rr",
-                vm_toml("rr", 2, "256M", false, BZIMAGE, "control", ""),
+                vm_toml("rr", 1, "256M", false, BZIMAGE, "control", ""),
             ),
             (
                 "re",
