@@ -16,8 +16,6 @@ fn hugetlb_memfd_flags(size: HugepageSize) -> libc::c_uint {
 /// How guest RAM is backed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBacking {
-    /// Guest RAM in bytes.
-    pub size: u64,
     /// Back RAM with hugetlb pages of this size.
     pub hugepages: Option<HugepageSize>,
     /// Fault every page in before the guest starts.
@@ -147,7 +145,6 @@ mod tests {
         let mem = create_guest_memory(
             &regions,
             &MemoryBacking {
-                size: 24 << 20,
                 hugepages: None,
                 prefault: true,
             },

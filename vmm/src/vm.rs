@@ -309,15 +309,10 @@ impl MutEventSubscriber for ExitWatcher {
 /// Checks what `run` would need from the host before building anything: the hugepage pool,
 /// and a kernel image that loads (into scratch memory that is never touched by a guest).
 pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
-    let size = config.memory.size.bytes();
-    if config.memory.hugepages {
-        crate::host::check_hugepages(size, config.memory.hugepage_size.bytes())
-            .map_err(VmmError::Host)?;
-    }
+    check_hugepage_pool(config)?;
     let scratch = create_guest_memory(
-        &ghost_boot::ram_regions(size),
+        &ghost_boot::ram_regions(config.memory.size.bytes()),
         &MemoryBacking {
-            size,
             hugepages: None,
             prefault: false,
         },
@@ -325,22 +320,29 @@ pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
     boot::load_kernel(&scratch, config).map(|_| ())
 }
 
-fn guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, VmmError> {
-    let size = config.memory.size.bytes();
-    let hugepages = config
-        .memory
-        .hugepages
-        .then_some(config.memory.hugepage_size);
-    if let Some(hp) = hugepages {
-        crate::host::check_hugepages(size, hp.bytes()).map_err(VmmError::Host)?;
+/// Fails with the pool's numbers when `memory.hugepages` asks for more pages than are free.
+fn check_hugepage_pool(config: &VmConfig) -> Result<(), VmmError> {
+    if config.memory.hugepages {
+        crate::host::check_hugepages(
+            config.memory.size.bytes(),
+            config.memory.hugepage_size.bytes(),
+        )
+        .map_err(VmmError::Host)?;
     }
+    Ok(())
+}
+
+fn guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, VmmError> {
+    check_hugepage_pool(config)?;
     let backing = MemoryBacking {
-        size,
-        hugepages,
+        hugepages: config
+            .memory
+            .hugepages
+            .then_some(config.memory.hugepage_size),
         prefault: config.prefault_memory(),
     };
     Ok(create_guest_memory(
-        &ghost_boot::ram_regions(size),
+        &ghost_boot::ram_regions(config.memory.size.bytes()),
         &backing,
     )?)
 }
