@@ -27,8 +27,8 @@
 //! Processor Local x2APIC structures (`zerocopy` structs, below).
 
 use acpi_tables::aml::{
-    self, Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path, ResourceTemplate, Scope,
-    IO,
+    self, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name, Package, Path,
+    ResourceTemplate, Scope, IO,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -46,7 +46,7 @@ use zerocopy::{Immutable, IntoBytes};
 
 use crate::layout::{
     ACPI_END, ACPI_POWER_PORT, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_START, COM1_GSI, COM1_PORT,
-    IOAPIC_START, LAPIC_START, PCI_ECAM_SIZE, PCI_ECAM_START,
+    IOAPIC_START, LAPIC_START, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START,
 };
 
 /// OEM ID in every table header.
@@ -191,12 +191,14 @@ pub enum AcpiError {
     },
 }
 
-/// Builds the ACPI tables for `vcpus` vCPUs (APIC IDs `0..vcpus`), writes them into
+/// Builds the ACPI tables for `vcpus` vCPUs (APIC IDs `0..vcpus`) and a PCI host bridge whose
+/// 64-bit MMIO window is `pci_mmio64` (`(start, size)`), writes them into
 /// `[ACPI_START, ACPI_END)` of `mem`, and returns the RSDP's address (for
 /// `boot_params.acpi_rsdp_addr`).
 pub fn create_acpi_tables<M: GuestMemoryBackend>(
     mem: &M,
     vcpus: u8,
+    pci_mmio64: (u64, u64),
 ) -> Result<GuestAddress, AcpiError> {
     if vcpus == 0 {
         return Err(AcpiError::NoVcpus);
@@ -206,7 +208,7 @@ pub fn create_acpi_tables<M: GuestMemoryBackend>(
         next: ACPI_START + TABLES_OFFSET,
     };
 
-    let dsdt = writer.place(&dsdt()?)?;
+    let dsdt = writer.place(&dsdt(pci_mmio64)?)?;
     let fadt = writer.place(&fadt(dsdt))?;
     let madt = writer.place(&madt(u32::from(vcpus))?)?;
     let mcfg = writer.place(&mcfg())?;
@@ -349,7 +351,7 @@ fn mcfg() -> Vec<u8> {
 }
 
 /// DSDT: `\_S5_` for soft-off and the devices under `\_SB_`.
-fn dsdt() -> Result<Vec<u8>, AcpiError> {
+fn dsdt(pci_mmio64: (u64, u64)) -> Result<Vec<u8>, AcpiError> {
     let mut dsdt = Sdt::new(
         *b"DSDT",
         SDT_HEADER_LEN,
@@ -365,22 +367,72 @@ fn dsdt() -> Result<Vec<u8>, AcpiError> {
         &Package::new(vec![&ACPI_S5_SLP_TYP, &aml::ZERO, &aml::ZERO, &aml::ZERO]),
     )
     .to_aml_bytes(&mut body);
-    body.extend(Scope::raw(Path::new("\\_SB_"), system_bus_devices()?));
+    body.extend(Scope::raw(
+        Path::new("\\_SB_"),
+        system_bus_devices(pci_mmio64)?,
+    ));
     dsdt.append_slice(&body);
     Ok(dsdt.as_slice().to_vec())
 }
 
 /// AML of the devices in `\_SB_`.
-///
-/// Extension point: the PCI host bridge (`Device(PCI0)`, `_HID` PNP0A08 / `_CID` PNP0A03,
-/// `_SEG`, `_BBN`, `_CBA` = [`PCI_ECAM_START`], and a `_CRS` with the bus range, the I/O ports
-/// and the 32-bit window `PCI_MMIO32_START..+PCI_MMIO32_SIZE`) is appended here, one function
-/// per device like those below.
-fn system_bus_devices() -> Result<Vec<u8>, AcpiError> {
+fn system_bus_devices(pci_mmio64: (u64, u64)) -> Result<Vec<u8>, AcpiError> {
     let mut sb = Vec::new();
     com1(&mut sb);
     motherboard_resources(&mut sb)?;
+    pci_host_bridge(&mut sb, pci_mmio64)?;
     Ok(sb)
+}
+
+/// `\_SB_.PCI0`: the PCIe host bridge of segment 0, bus 0. Its `_CRS` gives the windows the
+/// OS may place BARs in: all I/O ports but the 0xCF8 config ports, the 32-bit window
+/// [`PCI_MMIO32_START`] and the 64-bit window above RAM. `_CBA` points at the ECAM (also in
+/// the MCFG) for OSes that look there.
+fn pci_host_bridge(
+    sink: &mut Vec<u8>,
+    (mmio64_start, mmio64_size): (u64, u64),
+) -> Result<(), AcpiError> {
+    let bus = aml::AddressSpace::<u16>::new_bus_number(0, 0);
+    let config_ports = IO::new(0xcf8, 0xcf8, 1, 8);
+    let io_low = aml::AddressSpace::<u16>::new_io(0x0000, 0x0cf7, None);
+    let io_high = aml::AddressSpace::<u16>::new_io(0x0d00, 0xffff, None);
+    let mmio32 = aml::AddressSpace::<u32>::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        u32_field("PCI 32-bit window", PCI_MMIO32_START)?,
+        u32_field("PCI 32-bit window", PCI_MMIO32_START + PCI_MMIO32_SIZE - 1)?,
+        None,
+    );
+    let mmio64 = aml::AddressSpace::<u64>::new_memory(
+        AddressSpaceCacheable::Cacheable,
+        true,
+        mmio64_start,
+        mmio64_start + mmio64_size - 1,
+        None,
+    );
+    let crs = ResourceTemplate::new(vec![
+        &bus,
+        &config_ports,
+        &io_low,
+        &io_high,
+        &mmio32,
+        &mmio64,
+    ]);
+    Device::new(
+        Path::new("PCI0"),
+        vec![
+            &Name::new(Path::new("_HID"), &EISAName::new("PNP0A08")),
+            &Name::new(Path::new("_CID"), &EISAName::new("PNP0A03")),
+            &Name::new(Path::new("_ADR"), &aml::ZERO),
+            &Name::new(Path::new("_SEG"), &aml::ZERO),
+            &Name::new(Path::new("_UID"), &aml::ZERO),
+            &Name::new(Path::new("_BBN"), &aml::ZERO),
+            &Name::new(Path::new("_CBA"), &PCI_ECAM_START),
+            &Name::new(Path::new("_CRS"), &crs),
+        ],
+    )
+    .to_aml_bytes(sink);
+    Ok(())
 }
 
 /// `\_SB_.COM1`: the 16550 UART at [`COM1_PORT`], IRQ [`COM1_GSI`] (edge, active high).
@@ -428,6 +480,7 @@ mod tests {
     use vm_memory::GuestMemoryMmap;
 
     const MIB: u64 = 1 << 20;
+    const MMIO64: (u64, u64) = (1 << 32, 64 << 30);
 
     fn checksum(bytes: &[u8]) -> u8 {
         bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b))
@@ -485,7 +538,7 @@ mod tests {
     #[test]
     fn rsdp_xsdt_and_checksums() {
         let mem = guest_memory(256 * MIB);
-        let rsdp = create_acpi_tables(&mem, 2).expect("tables");
+        let rsdp = create_acpi_tables(&mem, 2, MMIO64).expect("tables");
         assert_eq!(rsdp, GuestAddress(ACPI_START));
         let tables = tables(&mem, rsdp);
         let sigs: Vec<&[u8; 4]> = tables.iter().map(|(s, _, _)| s).collect();
@@ -500,7 +553,7 @@ mod tests {
     #[test]
     fn fadt_is_hardware_reduced_with_power_port_registers() {
         let mem = guest_memory(256 * MIB);
-        let tables = tables(&mem, create_acpi_tables(&mem, 1).expect("tables"));
+        let tables = tables(&mem, create_acpi_tables(&mem, 1, MMIO64).expect("tables"));
         let fadt = find(&tables, b"FACP");
         assert_eq!(fadt.len(), 276);
         assert_eq!(fadt[8], 6, "FADT major version");
@@ -536,7 +589,7 @@ mod tests {
     #[test]
     fn dsdt_has_s5_and_devices() {
         let mem = guest_memory(256 * MIB);
-        let tables = tables(&mem, create_acpi_tables(&mem, 1).expect("tables"));
+        let tables = tables(&mem, create_acpi_tables(&mem, 1, MMIO64).expect("tables"));
         let fadt = find(&tables, b"FACP");
         let dsdt = table(&mem, u64_at(&fadt, 140));
         let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
@@ -547,6 +600,16 @@ mod tests {
         assert!(has(b"\\_SB_"));
         assert!(has(b"COM1"));
         assert!(has(b"MBRD"));
+        // The host bridge, with the 64-bit window (QWordMemory: tag 0x8a, min then max).
+        assert!(has(b"PCI0"));
+        assert!(has(b"\x0c\x41\xd0\x0a\x08"), "_HID PNP0A08");
+        let (start, size) = MMIO64;
+        let mut window = start.to_le_bytes().to_vec();
+        window.extend_from_slice(&(start + size - 1).to_le_bytes());
+        assert!(has(&window), "64-bit window in _CRS");
+        let mut mmio32 = (PCI_MMIO32_START as u32).to_le_bytes().to_vec();
+        mmio32.extend_from_slice(&((PCI_MMIO32_START + PCI_MMIO32_SIZE - 1) as u32).to_le_bytes());
+        assert!(has(&mmio32), "32-bit window in _CRS");
     }
 
     fn madt_entries(madt: &[u8]) -> Vec<(u8, Vec<u8>)> {
@@ -566,7 +629,7 @@ mod tests {
     fn madt_has_one_enabled_lapic_per_vcpu() {
         for n in [1u8, 2, 4] {
             let mem = guest_memory(256 * MIB);
-            let tables = tables(&mem, create_acpi_tables(&mem, n).expect("tables"));
+            let tables = tables(&mem, create_acpi_tables(&mem, n, MMIO64).expect("tables"));
             let madt = find(&tables, b"APIC");
             assert_eq!(u32_at(&madt, 36), 0xfee0_0000, "LAPIC address");
             assert_eq!(u32_at(&madt, 40), 0, "flags: no PCAT_COMPAT");
@@ -632,7 +695,7 @@ mod tests {
     #[test]
     fn mcfg_covers_the_ecam() {
         let mem = guest_memory(256 * MIB);
-        let tables = tables(&mem, create_acpi_tables(&mem, 1).expect("tables"));
+        let tables = tables(&mem, create_acpi_tables(&mem, 1, MMIO64).expect("tables"));
         let mcfg = find(&tables, b"MCFG");
         assert_eq!(mcfg.len(), 44 + 16);
         assert_eq!(u64_at(&mcfg, 44), PCI_ECAM_START);
@@ -643,9 +706,9 @@ mod tests {
     #[test]
     fn tables_fit_even_for_the_largest_vm() {
         let mem = guest_memory(256 * MIB);
-        create_acpi_tables(&mem, u8::MAX).expect("255 vCPUs fit");
+        create_acpi_tables(&mem, u8::MAX, MMIO64).expect("255 vCPUs fit");
         assert!(matches!(
-            create_acpi_tables(&mem, 0),
+            create_acpi_tables(&mem, 0, MMIO64),
             Err(AcpiError::NoVcpus)
         ));
     }

@@ -121,6 +121,20 @@ pub fn ram_regions(size: u64) -> Vec<(vm_memory::GuestAddress, usize)> {
     regions
 }
 
+/// Alignment of the 64-bit PCI MMIO window's start.
+pub const PCI_MMIO64_ALIGN: u64 = 1 << 30;
+/// Size of the 64-bit PCI MMIO window: room for large prefetchable BARs (GPUs).
+pub const PCI_MMIO64_SIZE: u64 = 64 << 30;
+
+/// The 64-bit PCI MMIO window, `(start, size)`, for a guest with `ram_size` bytes of RAM: it
+/// starts at the first 1 GiB boundary above RAM (and above 4 GiB).
+pub fn pci_mmio64_window(ram_size: u64) -> (u64, u64) {
+    let high = ram_size.saturating_sub(MMIO_HOLE_START);
+    let top = RAM_HIGH_START + high;
+    let start = top.div_ceil(PCI_MMIO64_ALIGN) * PCI_MMIO64_ALIGN;
+    (start, PCI_MMIO64_SIZE)
+}
+
 /// `u64` to `usize`: lossless, since the crate only builds for x86_64 (see `lib.rs`).
 pub(crate) fn host_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
@@ -133,6 +147,13 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn mmio64_window_sits_above_ram() {
+        assert_eq!(pci_mmio64_window(512 * MIB), (4 * GIB, 64 * GIB));
+        assert_eq!(pci_mmio64_window(6 * GIB), (7 * GIB, 64 * GIB));
+        assert_eq!(pci_mmio64_window(6 * GIB + 1), (8 * GIB, 64 * GIB));
+    }
 
     #[test]
     fn small_guest_is_one_low_region() {

@@ -10,7 +10,9 @@
 
 pub mod bus;
 pub mod i8042;
+pub mod pci;
 pub mod power;
 pub mod serial;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};

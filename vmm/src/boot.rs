@@ -51,8 +51,12 @@ pub(crate) fn load_guest(
         ),
         None => None,
     };
-    let rsdp =
-        acpi::create_acpi_tables(mem, config.vm.vcpus).map_err(ghost_boot::BootError::from)?;
+    let rsdp = acpi::create_acpi_tables(
+        mem,
+        config.vm.vcpus,
+        ghost_boot::layout::pci_mmio64_window(config.memory.size.bytes()),
+    )
+    .map_err(ghost_boot::BootError::from)?;
     write_boot_params(
         mem,
         &BootParamsConfig {

@@ -10,9 +10,12 @@
 pub mod config;
 pub mod host;
 
+mod backends;
 mod boot;
 mod console;
+mod interrupt;
 mod memory;
+mod pci;
 mod vcpu;
 mod vm;
 
@@ -94,6 +97,27 @@ pub enum VmmError {
     /// Signal handler setup failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// A `[[disk]]` image cannot be used (missing, unreadable, or locked by another VM).
+    #[error("disk[{index}].path: {source}")]
+    Disk {
+        /// Index of the `[[disk]]` entry.
+        index: usize,
+        /// Why.
+        #[source]
+        source: ghost_devices::virtio::block::BlockError,
+    },
+    /// A `[[net]]` TAP cannot be opened or created.
+    #[error("net[{index}].tap: {source}")]
+    Net {
+        /// Index of the `[[net]]` entry.
+        index: usize,
+        /// Why.
+        #[source]
+        source: ghost_devices::virtio::net::NetError,
+    },
+    /// The PCI platform or a PCI device could not be built.
+    #[error(transparent)]
+    Pci(#[from] crate::pci::PciSetupError),
     /// The device event loop could not be created.
     #[error("cannot create the device event loop: {0}")]
     EventManager(#[source] event_manager::Error),
@@ -109,7 +133,9 @@ impl VmmError {
             | Self::ConsoleFile(..)
             | Self::Kernel { .. }
             | Self::Initramfs { .. }
-            | Self::BootParams(_) => 2,
+            | Self::BootParams(_)
+            | Self::Disk { .. }
+            | Self::Net { .. } => 2,
             _ => 1,
         }
     }

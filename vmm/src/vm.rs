@@ -20,9 +20,11 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
+use crate::backends::Backends;
 use crate::config::{OnReboot, SerialMode, VmConfig};
 use crate::console::{open_console_file, ConsoleInput, RawTerminal};
 use crate::memory::{create_guest_memory, MemoryBacking};
+use crate::pci::PciPlatform;
 use crate::vcpu::{
     install_kick_handler, vcpu_kick_signal, ExitCounters, PowerToControl, Vcpu, VmControl, VmExit,
 };
@@ -62,8 +64,12 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
         SerialMode::Stdio => RawTerminal::enter(libc::STDIN_FILENO),
         _ => None,
     };
+    // Disks and TAPs live for the whole run, across guest reboots. The hugepage pool is
+    // checked first so that a shortage touches nothing on the host.
+    check_hugepage_pool(config)?;
+    let backends = Backends::open(config)?;
     let result = loop {
-        let vm = Vm::new(&kvm, config)?;
+        let vm = Vm::new(&kvm, config, &backends)?;
         match vm.run(&stop_evt)? {
             VmExit::Reset if config.vm.on_reboot == OnReboot::Restart => {
                 log::info!("{}: guest reset; restarting", config.vm.name);
@@ -78,8 +84,9 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
 
 /// A built, not yet running VM.
 struct Vm {
-    _vm_fd: VmFd,
+    _vm_fd: Arc<VmFd>,
     _memory: GuestMemoryMmap,
+    _pci: PciPlatform,
     vcpus: Vec<Vcpu>,
     control: Arc<VmControl>,
     serial: Arc<Mutex<SerialDevice>>,
@@ -91,8 +98,8 @@ struct Vm {
 }
 
 impl Vm {
-    fn new(kvm: &Kvm, config: &VmConfig) -> Result<Self, VmmError> {
-        let vm_fd = kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?;
+    fn new(kvm: &Kvm, config: &VmConfig, backends: &Backends) -> Result<Self, VmmError> {
+        let vm_fd = Arc::new(kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?);
         vm_fd
             .set_tss_address(KVM_TSS_ADDRESS)
             .map_err(VmmError::kvm("KVM_SET_TSS_ADDR"))?;
@@ -159,6 +166,18 @@ impl Vm {
             I8042_PORT_LEN,
         )?;
 
+        let mut pci = PciPlatform::new(
+            vm_fd.clone(),
+            memory.clone(),
+            config.memory.size.bytes(),
+            &pio,
+            &mmio,
+        )?;
+        for (name, device) in backends.devices(config)? {
+            let at = pci.add_virtio(name.clone(), device)?;
+            log::info!("{}: {name} at PCI {at}", config.vm.name);
+        }
+
         let counters = Arc::new(ExitCounters::default());
         let supported_cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
@@ -182,6 +201,7 @@ impl Vm {
         Ok(Self {
             _vm_fd: vm_fd,
             _memory: memory,
+            _pci: pci,
             vcpus,
             control,
             serial,

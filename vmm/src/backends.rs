@@ -1,0 +1,107 @@
+//! Host resources behind the VM's devices: disk images (locked) and TAP devices.
+//!
+//! They are opened once per `ghost-vmm run`, before the first boot, and shared by every
+//! rebuild of the VM after a guest reboot: a reboot never drops a disk's lock (another VM
+//! could grab the image in between) nor recreates a TAP (the host side's addresses and bridge
+//! membership would be lost). They close when `run` returns, which removes a TAP ghost-vmm
+//! created.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use ghost_devices::virtio::block::{Block, DiskImage};
+use ghost_devices::virtio::net::{Net, NetBackend, NetError, Tap};
+use ghost_devices::virtio::VirtioDevice;
+
+use crate::config::VmConfig;
+use crate::VmmError;
+
+/// The opened backends of one VM, in config order.
+#[derive(Debug)]
+pub(crate) struct Backends {
+    disks: Vec<Arc<DiskImage>>,
+    taps: Vec<Arc<Tap>>,
+}
+
+/// A TAP shared between successive boots of the VM.
+#[derive(Debug)]
+struct SharedTap(Arc<Tap>);
+
+impl AsRawFd for SharedTap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl NetBackend for SharedTap {
+    fn set_offloads(&self, acked_features: u64) -> Result<(), NetError> {
+        self.0.set_offloads(acked_features)
+    }
+}
+
+impl Backends {
+    /// Opens every `[[disk]]` (taking its lock) and every `[[net]]` TAP (creating it if
+    /// missing). On error, whatever was opened is closed again before returning.
+    pub(crate) fn open(config: &VmConfig) -> Result<Self, VmmError> {
+        let mut disks = Vec::with_capacity(config.disk.len());
+        for (index, disk) in config.disk.iter().enumerate() {
+            let image = DiskImage::open(&disk.path, disk.readonly)
+                .map_err(|source| VmmError::Disk { index, source })?;
+            disks.push(Arc::new(image));
+        }
+        let mut taps = Vec::with_capacity(config.net.len());
+        for (index, net) in config.net.iter().enumerate() {
+            let tap = Tap::open(&net.tap).map_err(|source| VmmError::Net { index, source })?;
+            if tap.created() {
+                log::info!("net[{index}]: created TAP {} (removed on exit)", net.tap);
+            }
+            taps.push(Arc::new(tap));
+        }
+        Ok(Self { disks, taps })
+    }
+
+    /// Fresh device models for one boot of the VM, with their names, in PCI slot order:
+    /// disks first (so `[[disk]]` i is the guest's i-th virtio disk), then NICs.
+    pub(crate) fn devices(
+        &self,
+        config: &VmConfig,
+    ) -> Result<Vec<(String, Box<dyn VirtioDevice>)>, VmmError> {
+        let mut devices: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
+        for (index, image) in self.disks.iter().enumerate() {
+            let block = Block::new(image.clone(), disk_serial(&config.vm.name, index))
+                .map_err(|source| VmmError::Disk { index, source })?;
+            devices.push((format!("disk[{index}]"), Box::new(block)));
+        }
+        for (index, tap) in self.taps.iter().enumerate() {
+            let mac = config.net[index].effective_mac(&config.vm.name, index);
+            let net = Net::new(Box::new(SharedTap(tap.clone())), mac.bytes());
+            devices.push((format!("net[{index}]"), Box::new(net)));
+        }
+        Ok(devices)
+    }
+}
+
+/// The disk's serial number (virtio-blk GET_ID, at most 20 bytes): the VM name and the
+/// disk's index, so `/dev/disk/by-id/virtio-<serial>` is stable across boots.
+fn disk_serial(vm: &str, index: usize) -> String {
+    let suffix = format!("-{index}");
+    let keep = 20 - suffix.len();
+    let mut name: String = vm.chars().filter(|c| c.is_ascii_graphic()).collect();
+    while name.len() > keep {
+        name.pop();
+    }
+    name + &suffix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disk_serial;
+
+    #[test]
+    fn serials_fit_virtio_blk_id() {
+        assert_eq!(disk_serial("web", 0), "web-0");
+        let long = disk_serial("a-very-long-vm-name-indeed", 12);
+        assert_eq!(long.len(), 20);
+        assert!(long.ends_with("-12"));
+    }
+}

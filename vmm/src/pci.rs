@@ -1,0 +1,171 @@
+//! The VM's PCI platform: the root bus with its config access paths, the BAR windows, and
+//! the devices plugged into it.
+
+use std::sync::{Arc, Mutex};
+
+use ghost_boot::layout;
+use ghost_devices::pci::root::{CONFIG_IO_LEN, CONFIG_IO_PORT};
+use ghost_devices::pci::{BarInfo, BarKind, DevFn, PciConfigIo, PciConfigMmio, PciDevice, PciRoot};
+use ghost_devices::virtio::pci::VirtioPciDevice;
+use ghost_devices::virtio::VirtioDevice;
+use ghost_devices::Bus;
+use kvm_ioctls::VmFd;
+use vm_allocator::{AddressAllocator, AllocPolicy};
+use vm_memory::GuestMemoryMmap;
+
+use crate::interrupt::{GsiRouting, KvmIoEvents, KvmMsiVectors};
+
+/// Errors from building the PCI platform.
+#[derive(Debug, thiserror::Error)]
+pub enum PciSetupError {
+    /// A BAR window cannot hold another BAR.
+    #[error("no room for a {size:#x}-byte BAR of {device} in the {window} PCI window")]
+    NoBarSpace {
+        /// The device.
+        device: String,
+        /// Its size.
+        size: u64,
+        /// Which window.
+        window: &'static str,
+    },
+    /// The bus has no free slot.
+    #[error(transparent)]
+    Bus(#[from] ghost_devices::pci::root::PciError),
+    /// The config access devices could not be placed.
+    #[error("cannot place PCI config access: {0}")]
+    ConfigAccess(#[from] ghost_devices::BusError),
+    /// MSI vectors could not be set up.
+    #[error("{device}: MSI vectors: {source}")]
+    Vectors {
+        /// The device.
+        device: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The virtio transport could not be built.
+    #[error("{device}: {source}")]
+    Virtio {
+        /// The device.
+        device: String,
+        /// Why.
+        #[source]
+        source: ghost_devices::virtio::pci::VirtioPciError,
+    },
+}
+
+/// PCI segment 0 of one VM.
+pub struct PciPlatform {
+    root: Arc<Mutex<PciRoot>>,
+    mmio32: AddressAllocator,
+    mmio64: AddressAllocator,
+    routing: Arc<GsiRouting>,
+    vm: Arc<VmFd>,
+    mem: GuestMemoryMmap,
+}
+
+impl std::fmt::Debug for PciPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PciPlatform")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn allocator(base: u64, size: u64) -> AddressAllocator {
+    // Both windows are fixed, non-empty and far from wrapping.
+    AddressAllocator::new(base, size).unwrap_or_else(|_| unreachable!("bad PCI window"))
+}
+
+impl PciPlatform {
+    /// The root bus, reachable at 0xCF8 on `pio` and at the ECAM on `mmio`, placing BARs
+    /// on `mmio` in the 32-bit window and the 64-bit window above `ram_size`.
+    pub fn new(
+        vm: Arc<VmFd>,
+        mem: GuestMemoryMmap,
+        ram_size: u64,
+        pio: &Bus,
+        mmio: &Arc<Bus>,
+    ) -> Result<Self, PciSetupError> {
+        let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone())));
+        pio.insert(
+            Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+            u64::from(CONFIG_IO_PORT),
+            CONFIG_IO_LEN,
+        )?;
+        mmio.insert(
+            Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+            layout::PCI_ECAM_START,
+            layout::PCI_ECAM_SIZE,
+        )?;
+        let (mmio64_start, mmio64_size) = layout::pci_mmio64_window(ram_size);
+        Ok(Self {
+            root,
+            mmio32: allocator(layout::PCI_MMIO32_START, layout::PCI_MMIO32_SIZE),
+            mmio64: allocator(mmio64_start, mmio64_size),
+            routing: GsiRouting::new(vm.clone()),
+            vm,
+            mem,
+        })
+    }
+
+    /// Picks an address for a BAR: 32-bit BARs and small 64-bit non-prefetchable ones go in
+    /// the 32-bit window; large or prefetchable 64-bit BARs in the 64-bit window.
+    pub fn allocate_bar(&mut self, device: &str, bar: BarInfo) -> Result<u64, PciSetupError> {
+        let low = bar.kind != BarKind::Memory64 || (!bar.prefetchable && bar.size <= 1 << 24);
+        let (alloc, window) = if low {
+            (&mut self.mmio32, "32-bit")
+        } else {
+            (&mut self.mmio64, "64-bit")
+        };
+        // Page-align small BARs so KVM slots and ioeventfds never share a page.
+        let align = bar.size.max(4096);
+        alloc
+            .allocate(bar.size.max(4096), align, AllocPolicy::FirstMatch)
+            .map(|r| r.start())
+            .map_err(|_| PciSetupError::NoBarSpace {
+                device: device.to_owned(),
+                size: bar.size,
+                window,
+            })
+    }
+
+    /// Plugs a virtio device in at the next free slot.
+    pub fn add_virtio(
+        &mut self,
+        name: String,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<DevFn, PciSetupError> {
+        let vectors = KvmMsiVectors::new(
+            self.routing.clone(),
+            VirtioPciDevice::vectors_needed(device.queue_max_sizes().len()),
+        )
+        .map_err(|source| PciSetupError::Vectors {
+            device: name.clone(),
+            source,
+        })?;
+        let bar = self.allocate_bar(&name, VirtioPciDevice::BAR)?;
+        let transport = VirtioPciDevice::new(
+            name.clone(),
+            device,
+            self.mem.clone(),
+            vectors,
+            Arc::new(KvmIoEvents(self.vm.clone())),
+            bar,
+        )
+        .map_err(|source| PciSetupError::Virtio {
+            device: name.clone(),
+            source,
+        })?;
+        self.add(Arc::new(Mutex::new(transport)))
+    }
+
+    /// Plugs `device` in at the next free slot, function 0.
+    pub fn add(&mut self, device: Arc<Mutex<dyn PciDevice>>) -> Result<DevFn, PciSetupError> {
+        let mut root = self.root.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = root.free_slot()?;
+        let devfn = DevFn::new(slot, 0).ok_or(ghost_devices::pci::root::PciError::NoFreeSlot)?;
+        root.add(devfn, device)?;
+        Ok(devfn)
+    }
+}
