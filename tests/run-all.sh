@@ -19,3 +19,6 @@ export GHOST_VMM_BIN="$PWD/target/release/ghost-vmm"
 
 echo "== tests"
 cargo test --workspace --release -- --test-threads="${GHOST_TEST_THREADS:-2}"
+
+echo "== fuzzing: every cargo-fuzz target, bounded (no findings allowed)"
+FUZZ_SECONDS="${GHOST_FUZZ_SECONDS:-30}" bash fuzz/run.sh "${GHOST_FUZZ_RUNS:-200000}"

@@ -607,8 +607,10 @@ mod tests {
         let mut window = start.to_le_bytes().to_vec();
         window.extend_from_slice(&(start + size - 1).to_le_bytes());
         assert!(has(&window), "64-bit window in _CRS");
-        let mut mmio32 = (PCI_MMIO32_START as u32).to_le_bytes().to_vec();
-        mmio32.extend_from_slice(&((PCI_MMIO32_START + PCI_MMIO32_SIZE - 1) as u32).to_le_bytes());
+        let lo = u32::try_from(PCI_MMIO32_START).unwrap();
+        let hi = u32::try_from(PCI_MMIO32_START + PCI_MMIO32_SIZE - 1).unwrap();
+        let mut mmio32 = lo.to_le_bytes().to_vec();
+        mmio32.extend_from_slice(&hi.to_le_bytes());
         assert!(has(&mmio32), "32-bit window in _CRS");
     }
 

@@ -176,3 +176,44 @@ fn usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// Another VM (here: this test, holding the same lock ghost-vmm takes) has the image open for
+/// writing: ghost-vmm refuses to share it, before touching anything else.
+#[test]
+fn disk_locked_by_another_vm_is_refused() {
+    let images = tempfile::tempdir().expect("tempdir");
+    let image = images.path().join("shared.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).expect("image");
+    let holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .expect("open image");
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&holder),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(rc, 0, "the test takes the lock first");
+    let c = Case::new(&vm_file(
+        GOOD_VM,
+        "size = \"64M\"",
+        GOOD_BOOT,
+        &format!("[[disk]]\npath = \"{}\"\n", image.display()),
+    ));
+    c.expect_error(&["disk[0].path", "shared.img", "in use by another VM"]);
+    // A read-only attachment needs a shared lock: refused too while a writer holds it.
+    let c = Case::new(&vm_file(
+        GOOD_VM,
+        "size = \"64M\"",
+        GOOD_BOOT,
+        &format!(
+            "[[disk]]\npath = \"{}\"\nreadonly = true\n",
+            image.display()
+        ),
+    ));
+    c.expect_error(&["disk[0].path", "in use by another VM"]);
+    drop(holder);
+}

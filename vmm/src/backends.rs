@@ -23,6 +23,9 @@ pub(crate) struct Backends {
     taps: Vec<Arc<Tap>>,
 }
 
+/// A device model with the name its log lines and errors use (`disk[0]`, `net[1]`).
+pub(crate) type NamedDevice = (String, Box<dyn VirtioDevice>);
+
 /// A TAP shared between successive boots of the VM.
 #[derive(Debug)]
 struct SharedTap(Arc<Tap>);
@@ -43,12 +46,7 @@ impl Backends {
     /// Opens every `[[disk]]` (taking its lock) and every `[[net]]` TAP (creating it if
     /// missing). On error, whatever was opened is closed again before returning.
     pub(crate) fn open(config: &VmConfig) -> Result<Self, VmmError> {
-        let mut disks = Vec::with_capacity(config.disk.len());
-        for (index, disk) in config.disk.iter().enumerate() {
-            let image = DiskImage::open(&disk.path, disk.readonly)
-                .map_err(|source| VmmError::Disk { index, source })?;
-            disks.push(Arc::new(image));
-        }
+        let disks = Self::open_disks(config)?;
         let mut taps = Vec::with_capacity(config.net.len());
         for (index, net) in config.net.iter().enumerate() {
             let tap = Tap::open(&net.tap).map_err(|source| VmmError::Net { index, source })?;
@@ -60,13 +58,24 @@ impl Backends {
         Ok(Self { disks, taps })
     }
 
+    /// Opens and locks every `[[disk]]`, in order.
+    pub(crate) fn open_disks(config: &VmConfig) -> Result<Vec<Arc<DiskImage>>, VmmError> {
+        config
+            .disk
+            .iter()
+            .enumerate()
+            .map(|(index, disk)| {
+                DiskImage::open(&disk.path, disk.readonly)
+                    .map(Arc::new)
+                    .map_err(|source| VmmError::Disk { index, source })
+            })
+            .collect()
+    }
+
     /// Fresh device models for one boot of the VM, with their names, in PCI slot order:
     /// disks first (so `[[disk]]` i is the guest's i-th virtio disk), then NICs.
-    pub(crate) fn devices(
-        &self,
-        config: &VmConfig,
-    ) -> Result<Vec<(String, Box<dyn VirtioDevice>)>, VmmError> {
-        let mut devices: Vec<(String, Box<dyn VirtioDevice>)> = Vec::new();
+    pub(crate) fn devices(&self, config: &VmConfig) -> Result<Vec<NamedDevice>, VmmError> {
+        let mut devices: Vec<NamedDevice> = Vec::new();
         for (index, image) in self.disks.iter().enumerate() {
             let block = Block::new(image.clone(), disk_serial(&config.vm.name, index))
                 .map_err(|source| VmmError::Disk { index, source })?;

@@ -22,7 +22,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 /// GSIs below this are the IOAPIC's pins.
 const IOAPIC_PINS: u32 = 24;
 /// KVM's limit on routing entries.
-const MAX_ROUTES: usize = kvm_bindings::KVM_MAX_IRQ_ROUTES as usize;
+const MAX_ROUTES: usize = kvm_bindings::KVM_MAX_IRQ_ROUTES;
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -66,7 +66,8 @@ fn msi_entry(gsi: u32, m: MsiMessage) -> kvm_irq_routing_entry {
         type_: KVM_IRQ_ROUTING_MSI,
         u: kvm_irq_routing_entry__bindgen_ty_1 {
             msi: kvm_irq_routing_msi {
-                address_lo: m.address as u32,
+                // The low half of the address, by definition.
+                address_lo: (m.address & 0xffff_ffff) as u32,
                 address_hi: (m.address >> 32) as u32,
                 data: m.data,
                 ..Default::default()
@@ -184,7 +185,8 @@ impl KvmMsiVectors {
 
 impl MsiVectors for KvmMsiVectors {
     fn count(&self) -> u16 {
-        self.gsis.len() as u16
+        // `new` took a u16 count.
+        u16::try_from(self.gsis.len()).unwrap_or(u16::MAX)
     }
 
     fn enable(&self, vector: u16, message: MsiMessage) -> std::io::Result<()> {

@@ -330,6 +330,9 @@ impl MutEventSubscriber for ExitWatcher {
 /// and a kernel image that loads (into scratch memory that is never touched by a guest).
 pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
     check_hugepage_pool(config)?;
+    // Disks: opened and locked as `run` would, then released. A disk another VM holds is
+    // reported here. (TAPs are not created by a check.)
+    drop(Backends::open_disks(config)?);
     let scratch = create_guest_memory(
         &ghost_boot::ram_regions(config.memory.size.bytes()),
         &MemoryBacking {

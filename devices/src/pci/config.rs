@@ -5,6 +5,10 @@
 //! Devices own a [`PciConfiguration`] and delegate most config accesses to it; they intercept
 //! the few registers they emulate themselves (an MSI-X message control word, say).
 
+// Register code splits and packs fields (a u64 address into two u32 halves, a dword into
+// bytes); those casts truncate on purpose, and every index is bounded by a table size.
+#![allow(clippy::cast_possible_truncation)]
+
 use super::{BarInfo, BarKind, PciHeader};
 
 /// Size of the configuration space (PCIe: 4 KiB, of which the first 256 bytes are PCI).

@@ -1,6 +1,10 @@
 //! The root bus: functions by device/function number, config access through 0xCF8/0xCFC and
 //! ECAM, and the BAR windows on the MMIO bus.
 
+// Register code splits and packs fields (a u64 address into two u32 halves, a dword into
+// bytes); those casts truncate on purpose, and every index is bounded by a table size.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 

@@ -124,3 +124,16 @@ pub trait VirtioDevice: Send {
     /// activated again afterwards.
     fn reset(&mut self);
 }
+
+/// Copies the bytes of a device's configuration space `config` at `offset` into `data`;
+/// bytes past its end read as zero. The usual [`VirtioDevice::read_config`].
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}

@@ -17,6 +17,10 @@
 //! a trip through user space on the vCPU. A notify write that does reach us (before the BAR is
 //! mapped, say) signals the same eventfd. Interrupts are MSI-X only.
 
+// Register code splits and packs fields (a u64 address into two u32 halves, a dword into
+// bytes); those casts truncate on purpose, and every index is bounded by a table size.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -598,7 +602,7 @@ impl VirtioPciDevice {
             } else {
                 data.fill(0);
             }
-        } else if offset >= MSIX_TABLE_OFFSET && offset < MSIX_PBA_OFFSET {
+        } else if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&offset) {
             let mut msix = lock(&self.msix);
             match write {
                 Some(w) => msix.write_table(offset - MSIX_TABLE_OFFSET, w),

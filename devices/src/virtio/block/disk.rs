@@ -311,6 +311,12 @@ impl DiskImage {
         }
     }
 
+    /// Makes write-zeroes start from `method` (tests reach the fallbacks with it).
+    #[cfg(test)]
+    pub(crate) fn force_zero_method_for_test(&self, method: u8) {
+        self.zero_method.store(method, Ordering::Relaxed);
+    }
+
     fn write_zero_bytes(&self, mut offset: u64, len: u64) -> io::Result<()> {
         static ZEROES: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
         let end = offset

@@ -21,7 +21,7 @@
 //! # Ok::<(), ghost_devices::virtio::block::BlockError>(())
 //! ```
 //!
-//! Every chain is guest-controlled: [`request`] validates it completely before any I/O, and
+//! Every chain is guest-controlled: it is validated completely before any I/O, and
 //! a bad one is answered with `VIRTIO_BLK_S_IOERR` or `VIRTIO_BLK_S_UNSUPP`.
 
 mod disk;
@@ -49,6 +49,8 @@ pub use queue::{process_queue, QueueRun};
 
 /// Size of a virtio-blk sector: every offset and length is in these units.
 pub const SECTOR_SIZE: u64 = 512;
+/// The block size the driver is told (`blk_size`): one sector.
+const BLK_SIZE: u32 = 512;
 /// Size of the one request queue.
 pub const QUEUE_SIZE: u16 = 256;
 /// Length of the GET_ID string (`VIRTIO_BLK_ID_BYTES`).
@@ -115,8 +117,12 @@ pub enum BlockError {
         /// The disk's path.
         path: PathBuf,
     },
-    /// The block device is in use on the host (mounted, or opened exclusively).
-    #[error("disk {} is in use by the host (mounted or opened exclusively)", path.display())]
+    /// The block device is in use: mounted on the host, or opened exclusively (`O_EXCL`) by
+    /// another process, such as another VM.
+    #[error(
+        "disk {} is busy (mounted on the host, or opened exclusively by another process)",
+        path.display()
+    )]
     Busy {
         /// The disk's path.
         path: PathBuf,
@@ -231,7 +237,7 @@ fn config_space(disk: &DiskImage) -> Vec<u8> {
     );
     put(
         offset_of!(virtio_blk_config, blk_size),
-        &(SECTOR_SIZE as u32).to_le_bytes(),
+        &BLK_SIZE.to_le_bytes(),
     );
     put(
         offset_of!(virtio_blk_config, num_queues),
@@ -283,14 +289,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let Ok(start) = usize::try_from(offset) else {
-            return;
-        };
-        if let Some(src) = self.config.get(start..) {
-            let n = src.len().min(data.len());
-            data[..n].copy_from_slice(&src[..n]);
-        }
+        crate::virtio::read_config_bytes(&self.config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
