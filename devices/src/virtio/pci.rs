@@ -573,6 +573,12 @@ impl VirtioPciDevice {
     }
 
     fn bar_access(&mut self, offset: u64, data: &mut [u8], write: Option<&[u8]>) {
+        // MMIO exits are 1 to 8 bytes; anything else (only a confused caller makes it) is
+        // dropped.
+        if data.is_empty() || data.len() > 8 || write.is_some_and(|w| w.len() != data.len()) {
+            data.fill(0);
+            return;
+        }
         let len = data.len() as u64;
         let within = |start: u64, size: u64| offset >= start && offset + len <= start + size;
         if within(COMMON_OFFSET, COMMON_LEN) {
@@ -1067,7 +1073,7 @@ mod tests {
         let mut rig = rig();
         let dev = &mut rig.dev;
         for off in (0..BAR_SIZE + 16).step_by(3) {
-            for len in [1usize, 2, 3, 4, 8] {
+            for len in [0usize, 1, 2, 3, 4, 8] {
                 let mut b = [0xffu8; 8];
                 dev.bar_read(0, off, &mut b[..len]);
                 dev.bar_write(0, off, &b[..len]);
