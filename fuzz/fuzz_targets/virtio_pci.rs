@@ -53,11 +53,14 @@ impl IoEventRegistrar for NoIoEvents {
     fn register(&self, _fd: &vmm_sys_util::eventfd::EventFd, _address: u64) -> std::io::Result<()> {
         Ok(())
     }
-    fn unregister(&self, _fd: &vmm_sys_util::eventfd::EventFd, _address: u64) -> std::io::Result<()> {
+    fn unregister(
+        &self,
+        _fd: &vmm_sys_util::eventfd::EventFd,
+        _address: u64,
+    ) -> std::io::Result<()> {
         Ok(())
     }
 }
-
 
 const BAR: u64 = 0xc000_0000;
 
@@ -98,7 +101,11 @@ fuzz_target!(|data: &[u8]| {
         let value: [u8; 8] = op[4..12].try_into().unwrap_or_default();
         buf[..8].copy_from_slice(&value);
         buf[8..].copy_from_slice(&value);
-        let func = if kind & 0x80 != 0 { u64::from(op[2] >> 5) } else { 1 << 3 };
+        let func = if kind & 0x80 != 0 {
+            u64::from(op[2] >> 5)
+        } else {
+            1 << 3
+        };
         let cfg = (func << 12) | (offset & 0xfff);
         match kind % 6 {
             0 => ecam.read(0, cfg, &mut buf[..len]),
