@@ -51,6 +51,7 @@ pub struct DiskImage {
     size: u64,
     discard: bool,
     discard_alignment: u64,
+    memory_backed: bool,
     zero_method: AtomicU8,
 }
 
@@ -129,6 +130,7 @@ impl DiskImage {
             }
         };
 
+        let memory_backed = kind == DiskKind::File && on_memory_fs(&file);
         Ok(Self {
             file,
             path: path.to_owned(),
@@ -137,8 +139,17 @@ impl DiskImage {
             size,
             discard,
             discard_alignment,
+            memory_backed,
             zero_method: AtomicU8::new(ZERO_BY_ZERO_RANGE),
         })
+    }
+
+    /// Whether the image is a file on a memory file system (tmpfs, ramfs). There I/O is a
+    /// memory copy that never waits for a device, and io_uring would hand every request to
+    /// a kernel worker thread (these file systems cannot do non-blocking buffered I/O), so
+    /// serving requests synchronously is faster.
+    pub fn memory_backed(&self) -> bool {
+        self.memory_backed
     }
 
     /// The path the image was opened from.
@@ -472,4 +483,17 @@ pub(crate) fn advance(iovs: &mut &mut [libc::iovec], mut n: usize) {
         }
     }
     skip_empty(iovs);
+}
+
+/// Whether `file` lives on tmpfs or ramfs.
+fn on_memory_fs(file: &File) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    // SAFETY: statfs is plain data; fstatfs fills it for a descriptor we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the pointer is to a live, writable statfs.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    matches!(i64::from(st.f_type), TMPFS_MAGIC | RAMFS_MAGIC)
 }

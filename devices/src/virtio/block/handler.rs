@@ -48,6 +48,13 @@ impl BlockHandler {
     ) -> Self {
         let uring = match engine {
             IoEngine::Sync => None,
+            IoEngine::Auto if disk.memory_backed() => {
+                log::info!(
+                    "disk {}: on a memory file system; serving requests synchronously",
+                    disk.path().display()
+                );
+                None
+            }
             IoEngine::Auto => match Uring::new() {
                 Ok(ring) => Some(ring),
                 Err(e) => {

@@ -156,7 +156,8 @@ pub enum BlockError {
 /// How requests reach the disk once the device runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoEngine {
-    /// io_uring when the kernel has it (probed at each activation), else synchronous.
+    /// io_uring when the kernel has it (probed at each activation), else synchronous; also
+    /// synchronous for images on tmpfs/ramfs ([`DiskImage::memory_backed`]).
     #[default]
     Auto,
     /// `preadv`/`pwritev` on the worker thread, one request at a time.

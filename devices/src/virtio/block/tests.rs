@@ -1054,3 +1054,22 @@ fn block_device_backend() {
         assert_eq!(st, STATUS_OK);
     }
 }
+
+#[test]
+fn images_on_tmpfs_are_memory_backed() {
+    // /dev/shm is tmpfs on every Linux host with glibc's POSIX shared memory.
+    let shm = tempfile::Builder::new()
+        .tempfile_in("/dev/shm")
+        .expect("a file in /dev/shm");
+    shm.as_file().set_len(4096).unwrap();
+    let image = DiskImage::open(shm.path(), false).unwrap();
+    assert!(image.memory_backed());
+    // The repository lives on a disk file system.
+    let on_disk = tempfile::Builder::new()
+        .tempfile_in(env!("CARGO_MANIFEST_DIR"))
+        .unwrap();
+    on_disk.as_file().set_len(4096).unwrap();
+    assert!(!DiskImage::open(on_disk.path(), false)
+        .unwrap()
+        .memory_backed());
+}
