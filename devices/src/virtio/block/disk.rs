@@ -495,5 +495,5 @@ fn on_memory_fs(file: &File) -> bool {
     if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
         return false;
     }
-    matches!(i64::from(st.f_type), TMPFS_MAGIC | RAMFS_MAGIC)
+    matches!(st.f_type, TMPFS_MAGIC | RAMFS_MAGIC)
 }
