@@ -44,11 +44,14 @@ state=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
 if [ -z "$state" ] || [ "$state" = Z ]; then echo "ORPHAN_GONE"; else echo "ORPHAN_ALIVE state=$state"; exit 1; fi
 "#;
 
+/// One vCPU: in a clean-clone CI run, QEMU with `-smp 2` once hung inside SeaBIOS for a
+/// minute (SeaBIOS starts the APs; 2-vCPU guests are where the test host's own KVM, nested
+/// under TCG, misbehaves, see issue 2's note). The oracle checks the harness, not SMP.
 const QEMU_BOOTS_L3: &str = r#"
-vm_start l3 $QEMU -accel kvm -machine q35 -cpu host -smp 2 -m 256 -nographic -no-reboot \
+vm_start l3 $QEMU -accel kvm -machine q35 -cpu host -smp 1 -m 256 -nographic -no-reboot \
     -kernel $GHOST_KERNEL -initrd $GHOST_INITRD_DIR/probe.cpio.gz \
     -append "console=ttyS0 quiet panic=-1"
-vm_wait_for l3 GHOST-L3-READY 60 || exit 1
+vm_wait_for l3 GHOST-L3-READY 120 || exit 1
 echo "L2_SAW_READY"
 vm_send l3 go
 vm_wait l3 30
@@ -67,7 +70,7 @@ fn run() -> &'static (RunReport, String) {
                 Scenario::new("l2-kvm", L2_KVM).timeout(Duration::from_secs(20)),
                 Scenario::new("timeout", TIMEOUT).timeout(Duration::from_secs(2)),
                 Scenario::new("after-timeout", AFTER_TIMEOUT).timeout(Duration::from_secs(10)),
-                Scenario::new("qemu-l3-probe", QEMU_BOOTS_L3).timeout(Duration::from_secs(90)),
+                Scenario::new("qemu-l3-probe", QEMU_BOOTS_L3).timeout(Duration::from_secs(180)),
             ])
             .expect("the test host boots");
         (report, version)
@@ -167,7 +170,7 @@ fn qemu_in_l2_boots_the_l3_probe_guest() {
     let l3 = &report["qemu-l3-probe"];
     l3.assert_success();
     assert!(l3.contains(PROBE_INIT_OK), "{}", l3.transcript());
-    assert_eq!(l3.value::<u32>("CPUS="), Some(2), "{}", l3.transcript());
+    assert_eq!(l3.value::<u32>("CPUS="), Some(1), "{}", l3.transcript());
     let mem_kb = l3.value::<u64>("MEMTOTAL_KB=").expect("MEMTOTAL_KB line");
     assert!(
         (150_000..262_144).contains(&mem_kb),
