@@ -124,6 +124,17 @@ echo "NC_RC=$?"
 echo "TX_BYTES=$(cat /sys/class/net/eth0/statistics/tx_bytes)"
 "#;
 
+/// `wait_listening PORT`: until a TCP socket listens on PORT in L2 (at most 10 s).
+const WAIT_LISTENING: &str = r#"
+wait_listening() {
+    _n=0
+    until netstat -ltn 2>/dev/null | grep -q ":$1 "; do
+        _n=$((_n + 1)); [ $_n -ge 100 ] && { echo "nothing listens on $1"; return 1; }
+        sleep 0.1
+    done
+}
+"#;
+
 /// The receiver keeps its stdin open (`sleep |`): busybox nc half-closes the connection when
 /// its stdin ends, which would cut the sender off after the first window.
 const NET_L2: &str = r#"
@@ -134,9 +145,11 @@ until [ -e /sys/class/net/tap0 ]; do
     sleep 0.1
 done
 echo "TAP_CREATED=yes"
+# Listen before the guest can reach us (it connects as soon as its ping gets an answer).
+(sleep 200) | nc -l -p 5000 >/tmp/recv &
+wait_listening 5000 || exit 1
 ip addr add 10.0.2.1/24 dev tap0
 ip link set tap0 up
-(sleep 200) | nc -l -p 5000 >/tmp/recv &
 vm_wait net 200
 echo "GHOST_RC=$?"
 echo "HOST_SUM=$(sha256sum /tmp/recv)"
@@ -146,23 +159,23 @@ echo "HOST_SUM=$(sha256sum /tmp/recv)"
 /// Guest side of the figures: O_DIRECT sequential read/write and 4k random reads on vda (a
 /// raw scratch image), then TCP to the host end of the TAP.
 const BENCH_GUEST: &str = r#"
-/bin/iobench seqwrite /dev/vda 96
-/bin/iobench seqread /dev/vda 96
-/bin/iobench randread /dev/vda 5
+/bin/iobench seqwrite /dev/vda 96 2>&1
+/bin/iobench seqread /dev/vda 96 2>&1
+/bin/iobench randread /dev/vda 5 2>&1
 ip link set eth0 up
 ip addr add 10.0.3.15/24 dev eth0
 n=0
 until ping -c 1 -W 1 10.0.3.1 >/dev/null 2>&1; do
     n=$((n + 1)); [ $n -ge 60 ] && { echo PING_NEVER; exit 1; }
 done
-/bin/iobench tcpsend 10.0.3.1 5001 64
+/bin/iobench tcpsend 10.0.3.1 5001 64 2>&1 || echo "TCPSEND_FAILED rc=$?"
 "#;
 
 /// L2 side of the figures for VMM `$1` (started by `$2...`): the same fresh 128 MiB image and
 /// a TAP named `tapb` that the VMM creates.
 fn bench_l2(name: &str, cmd: &str) -> String {
     format!(
-        r#"
+        r#"{WAIT_LISTENING}
 dd if=/dev/zero of=/tmp/bench.img bs=1M count=128 2>/dev/null
 vm_start {name} {cmd}
 n=0
@@ -170,9 +183,10 @@ until [ -e /sys/class/net/tapb ]; do
     n=$((n + 1)); [ $n -ge 600 ] && {{ echo TAP_NEVER; vm_kill {name}; exit 1; }}
     sleep 0.1
 done
+(sleep 240) | nc -l -p 5001 >/dev/null &
+wait_listening 5001 || exit 1
 ip addr add 10.0.3.1/24 dev tapb
 ip link set tapb up
-(sleep 240) | nc -l -p 5001 >/dev/null &
 vm_wait {name} 280
 echo "VMM_RC=$?"
 "#
@@ -294,7 +308,8 @@ fn run() -> &'static Run {
                 Scenario::new("ext4-roundtrip", EXT4_L2).timeout(t),
                 Scenario::new("readonly", READONLY_L2).timeout(t),
                 Scenario::new("two-writers", TWO_WRITERS_L2).timeout(t),
-                Scenario::new("net", NET_L2).timeout(Duration::from_secs(260)),
+                Scenario::new("net", format!("{WAIT_LISTENING}{NET_L2}"))
+                    .timeout(Duration::from_secs(260)),
                 Scenario::new(
                     "bench-ghost",
                     bench_l2("bg", "$GHOST_VMM run /ghost/vm/bench.toml"),
