@@ -48,6 +48,14 @@ pub mod reg {
     pub const INTERRUPT: u16 = 0x3c;
 }
 
+/// The index under which the expansion ROM BAR appears in [`PciConfiguration::active_memory_bars`]
+/// and in [`super::PciDevice::bar_read`].
+pub const ROM_BAR: u8 = 6;
+const ROM_REGISTER: usize = reg::ROM as usize / 4;
+const ROM_ENABLE: u32 = 1;
+const ROM_ADDRESS_MASK: u32 = 0xffff_f800;
+const ROM_MIN_SIZE: u64 = 0x800;
+
 /// Where the first capability goes (just past the type 0 header).
 const FIRST_CAPABILITY: usize = 0x40;
 /// End of the legacy (non-extended) configuration space, where capabilities must fit.
@@ -76,6 +84,7 @@ pub struct PciConfiguration {
     registers: [u32; REGISTERS],
     writable: [u32; REGISTERS],
     bars: [Option<BarInfo>; 6],
+    rom: Option<u64>,
     last_capability: Option<usize>,
     next_capability: usize,
 }
@@ -97,6 +106,7 @@ impl PciConfiguration {
             registers: [0; REGISTERS],
             writable: [0; REGISTERS],
             bars: [None; 6],
+            rom: None,
             last_capability: None,
             next_capability: FIRST_CAPABILITY,
         };
@@ -155,6 +165,33 @@ impl PciConfiguration {
         Ok(())
     }
 
+    /// Declares the expansion ROM BAR (register 0x30) of `size` bytes, a power of two of at
+    /// least 2 KiB. The guest enables it with bit 0; the bus then maps it as BAR
+    /// [`ROM_BAR`] while memory decoding is on.
+    pub fn add_rom(&mut self, size: u64) -> Result<(), ConfigError> {
+        if !size.is_power_of_two() || !(ROM_MIN_SIZE..=1 << 31).contains(&size) {
+            return Err(ConfigError::BadBarSize(size));
+        }
+        self.rom = Some(size);
+        self.registers[ROM_REGISTER] = 0;
+        self.writable[ROM_REGISTER] = ((!(size - 1)) as u32 & ROM_ADDRESS_MASK) | ROM_ENABLE;
+        Ok(())
+    }
+
+    /// The ROM BAR's size, if declared.
+    pub fn rom_size(&self) -> Option<u64> {
+        self.rom
+    }
+
+    /// Sets the ROM BAR's address as firmware would (the enable bit is left as it was).
+    pub fn set_rom_address(&mut self, address: u64) {
+        if self.rom.is_some() {
+            let w = self.writable[ROM_REGISTER] & ROM_ADDRESS_MASK;
+            let r = &mut self.registers[ROM_REGISTER];
+            *r = (*r & !w) | (address as u32 & w);
+        }
+    }
+
     /// The BARs declared, by index.
     pub fn bars(&self) -> impl Iterator<Item = (u8, BarInfo)> + '_ {
         self.bars
@@ -209,14 +246,24 @@ impl PciConfiguration {
         if self.command() & COMMAND_MEMORY == 0 {
             return Vec::new();
         }
-        self.bars()
+        let mut active: Vec<_> = self
+            .bars()
             .filter(|(_, b)| b.kind != BarKind::Io)
             .filter_map(|(i, b)| {
                 let base = self.bar_address(i)?;
                 // An address that would wrap is not decodable.
                 base.checked_add(b.size).map(|_| (i, base, b.size))
             })
-            .collect()
+            .collect();
+        let rom = self.registers[ROM_REGISTER];
+        if let Some(size) = self.rom {
+            // A ROM at 0 is one the guest has not placed (sizing leaves the enable bit clear).
+            let base = u64::from(rom & ROM_ADDRESS_MASK);
+            if rom & ROM_ENABLE != 0 && base != 0 {
+                active.push((ROM_BAR, base, size));
+            }
+        }
+        active
     }
 
     /// Appends a capability. `body` starts with the capability ID and a placeholder "next"
@@ -450,6 +497,30 @@ mod tests {
         c.write(0x10, &[0xff; 4]);
         c.write(0x14, &[0xff; 4]);
         assert!(c.active_memory_bars().is_empty());
+    }
+
+    #[test]
+    fn rom_bar_sizes_and_maps_only_when_enabled() {
+        let mut c = PciConfiguration::new(&header());
+        assert_eq!(c.add_rom(0x3000), Err(ConfigError::BadBarSize(0x3000)));
+        c.add_rom(0x2_0000).unwrap();
+        assert_eq!(c.add_rom(0x100), Err(ConfigError::BadBarSize(0x100)));
+        // Sizing: all ones reads back the size mask and the enable bit.
+        c.write(0x30, &[0xff; 4]);
+        assert_eq!(read32(&c, 0x30), 0xfffe_0001);
+        c.write(0x04, &COMMAND_MEMORY.to_le_bytes());
+        // Enabled but at the sizing value's address: not 0, so mapped where the guest said.
+        c.write(0x30, &0xfeb0_0000u32.to_le_bytes());
+        assert!(c.active_memory_bars().is_empty(), "enable bit clear");
+        c.write(0x30, &0xfeb0_0001u32.to_le_bytes());
+        assert_eq!(
+            c.active_memory_bars(),
+            vec![(ROM_BAR, 0xfeb0_0000, 0x2_0000)]
+        );
+        c.write(0x04, &[0, 0]);
+        assert!(c.active_memory_bars().is_empty(), "memory decoding off");
+        c.set_rom_address(0xfea0_0000);
+        assert_eq!(read32(&c, 0x30), 0xfea0_0001);
     }
 
     #[test]

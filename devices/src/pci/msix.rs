@@ -319,6 +319,8 @@ pub mod testing {
         pub routes: Mutex<Vec<Option<MsiMessage>>>,
         /// Interrupts delivered per vector.
         pub fired: Mutex<Vec<u64>>,
+        /// One eventfd per vector, for devices signalled from outside (VFIO).
+        pub notifiers: Vec<EventFd>,
     }
 
     impl RecordingVectors {
@@ -327,6 +329,7 @@ pub mod testing {
             Arc::new(Self {
                 routes: Mutex::new(vec![None; usize::from(n)]),
                 fired: Mutex::new(vec![0; usize::from(n)]),
+                notifiers: (0..n).map(|_| EventFd::new(0).expect("eventfd")).collect(),
             })
         }
 
@@ -363,8 +366,8 @@ pub mod testing {
             self.fired.lock().unwrap_or_else(|e| e.into_inner())[usize::from(vector)] += 1;
             Ok(())
         }
-        fn notifier(&self, _vector: u16) -> Option<&EventFd> {
-            None
+        fn notifier(&self, vector: u16) -> Option<&EventFd> {
+            self.notifiers.get(usize::from(vector))
         }
     }
 }

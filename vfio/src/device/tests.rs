@@ -1,0 +1,483 @@
+//! [`VfioPciDevice`] over a fake function: what the guest sees in config space and BARs, and
+//! what reaches the hardware side.
+
+use std::sync::Mutex;
+
+use ghost_devices::pci::msix::testing::RecordingVectors;
+use ghost_devices::pci::msix::MsiMessage;
+
+use super::*;
+use crate::region::{RegionInfo, PAGE_SIZE};
+
+/// What the fake hardware saw.
+#[derive(Debug, Default)]
+struct HwLog {
+    config: Vec<u8>,
+    config_writes: Vec<(u64, Vec<u8>)>,
+    bar0: Vec<u8>,
+    irqs: Vec<(u32, usize)>,
+    resets: u32,
+}
+
+struct Fake {
+    log: Arc<Mutex<HwLog>>,
+    bar0_size: u64,
+    bar0_mmap: bool,
+    msi: u32,
+    msix: u32,
+    rom: u64,
+}
+
+impl DeviceAccess for Fake {
+    fn region(&self, index: u32) -> RegionInfo {
+        match index {
+            0 => RegionInfo {
+                size: self.bar0_size,
+                readable: true,
+                writable: true,
+                mmap_areas: if self.bar0_mmap {
+                    vec![(0, self.bar0_size)]
+                } else {
+                    Vec::new()
+                },
+            },
+            ROM_REGION => RegionInfo {
+                size: self.rom,
+                readable: true,
+                ..RegionInfo::default()
+            },
+            CONFIG_REGION => RegionInfo {
+                size: 4096,
+                readable: true,
+                writable: true,
+                mmap_areas: Vec::new(),
+            },
+            _ => RegionInfo::default(),
+        }
+    }
+
+    fn read(&self, index: u32, offset: u64, data: &mut [u8]) -> io::Result<()> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let src = match index {
+            CONFIG_REGION => &log.config,
+            0 => &log.bar0,
+            ROM_REGION => {
+                data.fill(0x55);
+                return Ok(());
+            }
+            _ => return Err(io::Error::other("no such region")),
+        };
+        let start = offset as usize;
+        let bytes = src
+            .get(start..start + data.len())
+            .ok_or_else(|| io::Error::other("out of range"))?;
+        data.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn write(&self, index: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let start = offset as usize;
+        match index {
+            CONFIG_REGION => {
+                log.config_writes.push((offset, data.to_vec()));
+                log.config[start..start + data.len()].copy_from_slice(data);
+            }
+            0 => log.bar0[start..start + data.len()].copy_from_slice(data),
+            _ => return Err(io::Error::other("no such region")),
+        }
+        Ok(())
+    }
+
+    fn irq_count(&self, index: u32) -> u32 {
+        match index {
+            MSI_IRQ => self.msi,
+            MSIX_IRQ => self.msix,
+            _ => 1,
+        }
+    }
+
+    fn set_irqs(&self, index: u32, fds: &[&EventFd]) -> io::Result<()> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .irqs
+            .push((index, fds.len()));
+        Ok(())
+    }
+
+    fn map(&self, _index: u32, _offset: u64, size: u64) -> io::Result<Mapping> {
+        Mapping::anonymous(size)
+    }
+
+    fn reset(&self) {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).resets += 1;
+    }
+}
+
+/// Records slots.
+#[derive(Debug, Default)]
+struct Slots {
+    live: Mutex<Vec<(u32, u64, u64)>>,
+    next: Mutex<u32>,
+}
+
+impl GuestMappings for Slots {
+    unsafe fn map(&self, gpa: u64, size: u64, host: *mut u8) -> io::Result<u32> {
+        assert_eq!(host as u64 % PAGE_SIZE, 0);
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        *next += 1;
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((*next, gpa, size));
+        Ok(*next)
+    }
+
+    fn unmap(&self, slot: u32) -> io::Result<()> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.0 != slot);
+        Ok(())
+    }
+}
+
+fn put(cfg: &mut [u8], at: usize, v: u32) {
+    cfg[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// edu-like: 1234:11e8, BAR0 32-bit 1 MiB, 64-bit MSI at 0x40, multi-function bit set in
+/// hardware. With `msix`: nvme-like instead, a 64-bit 16 KiB BAR0 with the MSI-X table at
+/// 0x2000 (4 vectors) and the PBA at 0x3000, capability at 0x50 after MSI.
+fn fake(msix: bool, rom: u64) -> (Arc<Mutex<HwLog>>, Fake) {
+    let mut config = vec![0u8; 4096];
+    put(&mut config, 0, 0x11e8_1234);
+    put(&mut config, 4, STATUS_CAPABILITIES);
+    put(&mut config, 8, 0x00ff_0010);
+    put(&mut config, 0x0c, 0x0080_0000);
+    put(&mut config, 0x34, 0x40);
+    put(&mut config, 0x3c, 0x0000_0100);
+    // MSI: 64-bit, 1 vector.
+    put(
+        &mut config,
+        0x40,
+        (0x0080 << 16) | if msix { 0x5005 } else { 0x0005 },
+    );
+    let bar0_size = if msix {
+        put(&mut config, 0x10, 0x4);
+        put(&mut config, 0x50, (3 << 16) | 0x0011);
+        put(&mut config, 0x54, 0x2000);
+        put(&mut config, 0x58, 0x3000);
+        0x4000
+    } else {
+        put(&mut config, 0x10, 0x0);
+        0x10_0000
+    };
+    let log = Arc::new(Mutex::new(HwLog {
+        config,
+        bar0: vec![0; bar0_size as usize],
+        ..HwLog::default()
+    }));
+    let f = Fake {
+        log: log.clone(),
+        bar0_size,
+        bar0_mmap: true,
+        msi: 1,
+        msix: if msix { 4 } else { 0 },
+        rom,
+    };
+    (log, f)
+}
+
+struct Rig {
+    dev: VfioPciDevice,
+    hw: Arc<Mutex<HwLog>>,
+    slots: Arc<Slots>,
+    vectors: Vec<Arc<RecordingVectors>>,
+}
+
+fn rig(msix: bool, rom: RomSource, rom_region: u64) -> Rig {
+    let (hw, f) = fake(msix, rom_region);
+    let slots = Arc::new(Slots::default());
+    let mut vectors = Vec::new();
+    let mut make = |n: u16| -> io::Result<Arc<dyn MsiVectors>> {
+        let v = RecordingVectors::new(n);
+        vectors.push(v.clone());
+        Ok(v)
+    };
+    let dev = VfioPciDevice::new("test".into(), Box::new(f), rom, &mut make, slots.clone())
+        .expect("device");
+    Rig {
+        dev,
+        hw,
+        slots,
+        vectors,
+    }
+}
+
+fn cfg32(d: &mut VfioPciDevice, off: u16) -> u32 {
+    let mut b = [0u8; 4];
+    d.config_read(off, &mut b);
+    u32::from_le_bytes(b)
+}
+
+#[test]
+fn identity_comes_from_hardware_topology_from_the_vmm() {
+    let mut r = rig(false, RomSource::Device, 0);
+    assert_eq!(cfg32(&mut r.dev, 0), 0x11e8_1234);
+    assert_eq!(cfg32(&mut r.dev, 8), 0x00ff_0010);
+    // The bus sets the multi-function bit from the guest's slots, not the host's.
+    assert_eq!(cfg32(&mut r.dev, 0x0c) & MULTIFUNCTION, 0);
+    // No INTx pin; the line is the guest's storage and never reaches the hardware.
+    assert_eq!(cfg32(&mut r.dev, 0x3c) & 0xff00, 0);
+    r.dev.config_write(0x3c, &[11]);
+    assert_eq!(cfg32(&mut r.dev, 0x3c) & 0xff, 11);
+    assert!(r
+        .hw
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .config_writes
+        .is_empty());
+    // Other registers pass through both ways.
+    r.dev.config_write(0x0c, &[0x10]);
+    assert_eq!(
+        r.hw.lock().unwrap_or_else(|e| e.into_inner()).config_writes,
+        vec![(0x0c, vec![0x10])]
+    );
+}
+
+#[test]
+fn bars_size_and_move_in_the_shadow_only() {
+    let mut r = rig(false, RomSource::Device, 0);
+    assert_eq!(
+        r.dev.bars(),
+        vec![(
+            0,
+            BarInfo {
+                size: 0x10_0000,
+                kind: BarKind::Memory32,
+                prefetchable: false
+            }
+        )]
+    );
+    r.dev.config_write(0x10, &[0xff; 4]);
+    assert_eq!(cfg32(&mut r.dev, 0x10), 0xfff0_0000);
+    r.dev.config_write(0x10, &0xc000_0000u32.to_le_bytes());
+    assert_eq!(cfg32(&mut r.dev, 0x10), 0xc000_0000);
+    assert!(r
+        .hw
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .config_writes
+        .is_empty());
+    // Decoding on: the BAR is active, and the command write reaches the hardware too.
+    r.dev.config_write(0x04, &[0x06, 0]);
+    assert_eq!(
+        r.dev.active_memory_bars(),
+        vec![(0, 0xc000_0000, 0x10_0000)]
+    );
+    assert_eq!(
+        r.hw.lock().unwrap_or_else(|e| e.into_inner()).config_writes,
+        vec![(4, vec![6, 0])]
+    );
+}
+
+#[test]
+fn mapped_bars_become_slots_that_follow_the_guest() {
+    let mut r = rig(false, RomSource::Device, 0);
+    assert_eq!(r.dev.direct_bytes(0), 0x10_0000);
+    r.dev.bar_moved(0, Some(0xc000_0000));
+    assert_eq!(
+        r.slots
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        vec![(1, 0xc000_0000, 0x10_0000)]
+    );
+    r.dev.bar_moved(0, None);
+    assert!(r
+        .slots
+        .live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty());
+    r.dev.bar_moved(0, Some(0xd000_0000));
+    assert_eq!(
+        r.slots
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        vec![(2, 0xd000_0000, 0x10_0000)]
+    );
+    drop(r.dev);
+    assert!(
+        r.slots
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty(),
+        "slots go with the device"
+    );
+    assert_eq!(
+        r.hw.lock().unwrap_or_else(|e| e.into_inner()).resets,
+        1,
+        "reset on the way out"
+    );
+}
+
+#[test]
+fn trapped_bar_accesses_reach_the_hardware_within_bounds() {
+    let mut r = rig(false, RomSource::Device, 0);
+    r.dev.bar_write(0, 0x8, &10u32.to_le_bytes());
+    assert_eq!(
+        &r.hw.lock().unwrap_or_else(|e| e.into_inner()).bar0[8..12],
+        &10u32.to_le_bytes()
+    );
+    let mut b = [0u8; 4];
+    r.dev.bar_read(0, 0x8, &mut b);
+    assert_eq!(u32::from_le_bytes(b), 10);
+    // Past the region, and on BARs that do not exist: all ones, nothing written.
+    r.dev.bar_read(0, 0x10_0000 - 2, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    r.dev.bar_read(3, 0, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    r.dev.bar_write(0, u64::MAX - 1, &[1, 2, 3, 4]);
+    r.dev.bar_write(5, 0, &[1]);
+}
+
+#[test]
+fn msi_is_emulated_and_handed_to_vfio() {
+    let mut r = rig(false, RomSource::Device, 0);
+    assert_eq!(cfg32(&mut r.dev, 0x40) & 0xff, 0x05);
+    r.dev.config_write(0x44, &0xfee0_0000u32.to_le_bytes());
+    r.dev.config_write(0x48, &0u32.to_le_bytes());
+    r.dev.config_write(0x4c, &0x0041u16.to_le_bytes());
+    r.dev.config_write(0x42, &1u16.to_le_bytes());
+    assert_eq!(
+        r.hw.lock().unwrap_or_else(|e| e.into_inner()).irqs.last(),
+        Some(&(MSI_IRQ, 1))
+    );
+    assert_eq!(
+        r.vectors[0]
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[0],
+        Some(MsiMessage {
+            address: 0xfee0_0000,
+            data: 0x41
+        })
+    );
+    assert_eq!(
+        cfg32(&mut r.dev, 0x40) >> 16 & 1,
+        1,
+        "the guest reads enable back"
+    );
+    assert!(
+        r.hw.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .config_writes
+            .is_empty(),
+        "the hardware's MSI capability is never written"
+    );
+    r.dev.config_write(0x42, &0u16.to_le_bytes());
+    assert_eq!(
+        r.hw.lock().unwrap_or_else(|e| e.into_inner()).irqs.last(),
+        Some(&(MSI_IRQ, 0))
+    );
+}
+
+#[test]
+fn msix_table_is_trapped_and_enable_goes_to_vfio() {
+    let mut r = rig(true, RomSource::Device, 0);
+    // MSI-X pages are cut out of the direct mapping.
+    assert_eq!(r.dev.direct_bytes(0), 0x2000);
+    let msix = r.vectors.last().unwrap().clone();
+    // Program vector 2 through the trapped table.
+    r.dev
+        .bar_write(0, 0x2000 + 32, &0xfee0_0000u32.to_le_bytes());
+    r.dev.bar_write(0, 0x2000 + 40, &0x51u32.to_le_bytes());
+    r.dev.bar_write(0, 0x2000 + 44, &0u32.to_le_bytes());
+    let mut b = [0u8; 4];
+    r.dev.bar_read(0, 0x2000 + 40, &mut b);
+    assert_eq!(u32::from_le_bytes(b), 0x51);
+    // The table never reaches the hardware.
+    assert_eq!(
+        &r.hw.lock().unwrap_or_else(|e| e.into_inner()).bar0[0x2000 + 40..0x2000 + 44],
+        &[0; 4]
+    );
+    // Enable with a one-byte write to the top of the control word.
+    r.dev.config_write(0x53, &[0x80]);
+    assert_eq!(
+        r.hw.lock().unwrap_or_else(|e| e.into_inner()).irqs.last(),
+        Some(&(MSIX_IRQ, 4))
+    );
+    assert_eq!(cfg32(&mut r.dev, 0x50) >> 16, 0x8003);
+    assert_eq!(
+        msix.routes.lock().unwrap_or_else(|e| e.into_inner())[2].map(|m| m.data),
+        Some(0x51)
+    );
+    // Function mask: vectors off, VFIO left alone.
+    r.dev.config_write(0x52, &0xc000u16.to_le_bytes());
+    assert_eq!(
+        msix.routes.lock().unwrap_or_else(|e| e.into_inner())[2],
+        None
+    );
+    assert_eq!(r.hw.lock().unwrap_or_else(|e| e.into_inner()).irqs.len(), 1);
+    r.dev.config_write(0x52, &0u16.to_le_bytes());
+    assert_eq!(
+        r.hw.lock().unwrap_or_else(|e| e.into_inner()).irqs.last(),
+        Some(&(MSIX_IRQ, 0))
+    );
+    // The PBA reads as the emulation's; writes to it are dropped.
+    r.dev.bar_write(0, 0x3000, &[0xff; 8]);
+    let mut q = [0u8; 8];
+    r.dev.bar_read(0, 0x3000, &mut q);
+    assert_eq!(q, [0; 8]);
+}
+
+#[test]
+fn rom_from_a_file_or_hidden() {
+    let mut r = rig(false, RomSource::Bytes(vec![0x55, 0xaa, 7]), 0x1_0000);
+    assert_eq!(r.dev.rom_size(), Some(0x800));
+    r.dev.config_write(0x30, &[0xff; 4]);
+    assert_eq!(cfg32(&mut r.dev, 0x30), 0xffff_f801);
+    let mut b = [0u8; 4];
+    r.dev.bar_read(ROM_BAR, 0, &mut b);
+    assert_eq!(b, [0x55, 0xaa, 7, 0xff]);
+    r.dev.bar_read(ROM_BAR, u64::MAX, &mut b);
+    assert_eq!(b, [0xff; 4]);
+    let hidden = rig(false, RomSource::Hidden, 0x1_0000);
+    assert_eq!(hidden.dev.rom_size(), None);
+    let device = rig(false, RomSource::Device, 0x1_0000);
+    assert_eq!(device.dev.rom_size(), Some(0x1_0000));
+}
+
+#[test]
+fn guest_garbage_never_panics() {
+    for msix in [false, true] {
+        let mut r = rig(msix, RomSource::Bytes(vec![1; 100]), 0);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = [1usize, 2, 4, 8, 3][(x % 5) as usize];
+            let bytes = x.to_le_bytes();
+            let off = ((x >> 8) % 0x1000) as u16;
+            let bar = ((x >> 24) % 8) as u8;
+            let bar_off = (x >> 32) % 0x11_0000;
+            match (x >> 60) % 5 {
+                0 => r
+                    .dev
+                    .config_write(off & !(len as u16 - 1).min(3), &bytes[..len.min(4)]),
+                1 => r.dev.config_read(off & !3, &mut [0u8; 4]),
+                2 => r.dev.bar_write(bar, bar_off, &bytes[..len]),
+                3 => r.dev.bar_read(bar, bar_off, &mut vec![0u8; len]),
+                _ => r.dev.bar_moved(bar, Some(bar_off << 12)),
+            }
+        }
+    }
+}
