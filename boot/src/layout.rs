@@ -123,16 +123,27 @@ pub fn ram_regions(size: u64) -> Vec<(vm_memory::GuestAddress, usize)> {
 
 /// Alignment of the 64-bit PCI MMIO window's start.
 pub const PCI_MMIO64_ALIGN: u64 = 1 << 30;
-/// Size of the 64-bit PCI MMIO window: room for large prefetchable BARs (GPUs).
+/// Smallest size of the 64-bit PCI MMIO window: room for large prefetchable BARs (GPUs).
 pub const PCI_MMIO64_SIZE: u64 = 64 << 30;
 
-/// The 64-bit PCI MMIO window, `(start, size)`, for a guest with `ram_size` bytes of RAM: it
-/// starts at the first 1 GiB boundary above RAM (and above 4 GiB).
-pub fn pci_mmio64_window(ram_size: u64) -> (u64, u64) {
+/// The 64-bit PCI MMIO window, `(start, size)`, for a guest with `ram_size` bytes of RAM whose
+/// devices have 64-bit BARs of `bars` (sizes, powers of two). It is at least
+/// [`PCI_MMIO64_SIZE`] and twice the BARs' total (so any placement order fits), and starts at
+/// the first boundary above RAM (and above 4 GiB) aligned to 1 GiB and to the largest BAR, so
+/// a 32 GiB GPU BAR is naturally aligned.
+pub fn pci_mmio64_window(ram_size: u64, bars: &[u64]) -> (u64, u64) {
     let high = ram_size.saturating_sub(MMIO_HOLE_START);
     let top = RAM_HIGH_START + high;
-    let start = top.div_ceil(PCI_MMIO64_ALIGN) * PCI_MMIO64_ALIGN;
-    (start, PCI_MMIO64_SIZE)
+    let largest = bars.iter().copied().max().unwrap_or(0);
+    let align = largest.max(PCI_MMIO64_ALIGN).next_power_of_two();
+    let start = top.div_ceil(align) * align;
+    let total: u64 = bars.iter().fold(0u64, |a, b| a.saturating_add(*b));
+    let size = total
+        .saturating_mul(2)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 63)
+        .max(PCI_MMIO64_SIZE);
+    (start, size)
 }
 
 /// `u64` to `usize`: lossless, since the crate only builds for x86_64 (see `lib.rs`).
@@ -150,9 +161,24 @@ mod tests {
 
     #[test]
     fn mmio64_window_sits_above_ram() {
-        assert_eq!(pci_mmio64_window(512 * MIB), (4 * GIB, 64 * GIB));
-        assert_eq!(pci_mmio64_window(6 * GIB), (7 * GIB, 64 * GIB));
-        assert_eq!(pci_mmio64_window(6 * GIB + 1), (8 * GIB, 64 * GIB));
+        assert_eq!(pci_mmio64_window(512 * MIB, &[]), (4 * GIB, 64 * GIB));
+        assert_eq!(pci_mmio64_window(6 * GIB, &[]), (7 * GIB, 64 * GIB));
+        assert_eq!(pci_mmio64_window(6 * GIB + 1, &[]), (8 * GIB, 64 * GIB));
+    }
+
+    #[test]
+    fn mmio64_window_grows_and_aligns_for_big_bars() {
+        // A 32 GiB GPU BAR and a 256 MiB one: 64 GiB is room enough, aligned to 32 GiB.
+        assert_eq!(
+            pci_mmio64_window(16 * GIB, &[32 * GIB, 256 * MIB]),
+            (32 * GIB, 128 * GIB)
+        );
+        // Two 64 GiB BARs need a 256 GiB window, aligned to 64 GiB.
+        assert_eq!(
+            pci_mmio64_window(4 * GIB, &[64 * GIB, 64 * GIB]),
+            (64 * GIB, 256 * GIB)
+        );
+        assert_eq!(pci_mmio64_window(GIB, &[16 << 10]), (4 * GIB, 64 * GIB));
     }
 
     #[test]

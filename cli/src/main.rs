@@ -10,17 +10,20 @@ use ghost_vmm::config::VmConfig;
 use ghost_vmm::VmExit;
 
 mod logger;
+mod vfio;
 
 const USAGE: &str = "usage: ghost-vmm <command>
   run FILE.toml     run the VM until it powers off
   check FILE.toml   validate a VM file (and the host resources it needs) without running it
   doctor [--native] report on this host; --native: exit 0 only if KVM runs stock guests natively
+  vfio bind ADDR    move host PCI function ADDR (0000:01:00.0) to vfio-pci, remembering its driver
+  vfio unbind ADDR  give ADDR back to the driver it had (or the kernel's default)
   version           print the version";
 
 /// Exit status for bad input or usage.
-const EXIT_BAD_INPUT: u8 = 2;
+pub(crate) const EXIT_BAD_INPUT: u8 = 2;
 /// Exit status for a VM that failed while running.
-const EXIT_VM_FAILED: u8 = 1;
+pub(crate) const EXIT_VM_FAILED: u8 = 1;
 
 fn main() -> ExitCode {
     logger::init();
@@ -31,6 +34,8 @@ fn main() -> ExitCode {
         ["check", file] => check(Path::new(file)),
         ["doctor"] => doctor(false),
         ["doctor", "--native"] => doctor(true),
+        ["vfio", "bind", address] => vfio::bind(address),
+        ["vfio", "unbind", address] => vfio::unbind(address),
         ["version" | "--version" | "-V"] => {
             println!("ghost-vmm {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

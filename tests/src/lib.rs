@@ -10,4 +10,5 @@
 //!
 //! (`tests/run-all.sh` does this, and everything else CI runs.)
 
+pub mod guest_tools;
 pub mod testhost;

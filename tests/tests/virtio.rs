@@ -19,6 +19,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use ghost_tests::guest_tools::{build_static, ratio_table, vm_file};
 use ghost_tests::testhost::{
     GuestInitramfs, RunReport, Scenario, ScenarioResult, TestHost, VIRTIO_MODULES,
 };
@@ -27,23 +28,7 @@ const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 const KERNEL: &str = "/ghost/kernel/cloud/bzImage";
 
 fn vm_toml(name: &str, initrd: &str, devices: &str) -> String {
-    format!(
-        r#"[vm]
-name = "{name}"
-vcpus = 1
-on_reboot = "exit"
-
-[memory]
-size = "256M"
-
-[boot]
-kernel = "{KERNEL}"
-initramfs = "/ghost/initrd/{initrd}.cpio.gz"
-cmdline = "{CMDLINE}"
-
-{devices}
-"#
-    )
+    vm_file(name, KERNEL, initrd, CMDLINE, devices)
 }
 
 /// Guest: read the test's file, write a new one, sync, unmount.
@@ -229,20 +214,6 @@ fn ext4_image(dir: &Path) -> (Vec<u8>, String) {
     (std::fs::read(image).expect("image"), sum)
 }
 
-/// `tests/guest-tools/iobench.c`, built static for the guest.
-fn iobench(dir: &Path) -> Vec<u8> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-tools/iobench.c");
-    let out = dir.join("iobench");
-    let status = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("gcc");
-    assert!(status.success(), "building iobench failed");
-    std::fs::read(out).expect("iobench")
-}
-
 struct Run {
     report: RunReport,
     hello_sum: String,
@@ -253,7 +224,7 @@ fn run() -> &'static Run {
     RUN.get_or_init(|| {
         let work = tempfile::tempdir().expect("tempdir");
         let (image, hello_sum) = ext4_image(work.path());
-        let bench_tool = iobench(work.path());
+        let bench_tool = build_static(work.path(), "iobench");
         let disk = |path: &str, ro: bool| format!("[[disk]]\npath = \"{path}\"\nreadonly = {ro}\n");
         let vms = [
             ("rt", vm_toml("rt", "ext4", &disk("/tmp/rt.img", false))),
@@ -430,24 +401,11 @@ fn figures_against_qemu() {
         "RAND_READ_IOPS=",
         "TCP_SEND_MBS=",
     ];
-    let mut table = String::from("| workload | ghost-vmm | QEMU | ratio |\n|---|---|---|---|\n");
     let (g, q) = (scenario("bench-ghost"), scenario("bench-qemu"));
     for s in [g, q] {
         s.assert_success();
         assert_eq!(s.value::<i32>("VMM_RC="), Some(0), "{}", s.transcript());
     }
-    for key in keys {
-        let gv = g
-            .value::<f64>(key)
-            .unwrap_or_else(|| panic!("ghost {key}:\n{}", g.transcript()));
-        let qv = q
-            .value::<f64>(key)
-            .unwrap_or_else(|| panic!("qemu {key}:\n{}", q.transcript()));
-        table.push_str(&format!(
-            "| {} | {gv:.1} | {qv:.1} | {:.2} |\n",
-            key.trim_end_matches('='),
-            gv / qv
-        ));
-    }
+    let table = ratio_table(g, q, &keys);
     println!("virtio figures (nested test host, emulated CPU; compare only as ratios):\n{table}");
 }

@@ -122,6 +122,13 @@ impl Binding {
         self.changed
     }
 
+    /// Keeps the function on vfio-pci for good (nothing is restored on drop); returns the
+    /// driver it had, for a later [`restore_driver`].
+    pub fn keep(mut self) -> Option<String> {
+        self.changed = false;
+        self.original.take()
+    }
+
     /// Gives the function back to the driver it had (or none, if it had none).
     pub fn restore(mut self) -> Result<(), BindError> {
         let result = self.restore_now();

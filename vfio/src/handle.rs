@@ -109,8 +109,8 @@ impl Container {
             .collect();
         device.reset();
         Ok(VfioHandle {
-            device,
             file,
+            device,
             regions,
         })
     }
@@ -143,8 +143,10 @@ fn region_info(device: &VfioDevice, index: u32) -> (RegionInfo, u64) {
 
 /// An open host function.
 pub struct VfioHandle {
-    device: VfioDevice,
+    /// A duplicate of the device fd for positioned I/O. Declared (so dropped) before
+    /// `device`: the group can only leave the container once no fd of the device is open.
     file: File,
+    device: VfioDevice,
     /// Per region: its shape and its offset in the device fd.
     regions: Vec<(RegionInfo, u64)>,
 }

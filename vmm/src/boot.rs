@@ -38,6 +38,7 @@ pub(crate) fn load_kernel(
 pub(crate) fn load_guest(
     mem: &GuestMemoryMmap,
     config: &VmConfig,
+    pci_mmio64: (u64, u64),
 ) -> Result<GuestAddress, VmmError> {
     let kernel = load_kernel(mem, config)?;
     let initramfs = match &config.boot.initramfs {
@@ -51,12 +52,8 @@ pub(crate) fn load_guest(
         ),
         None => None,
     };
-    let rsdp = acpi::create_acpi_tables(
-        mem,
-        config.vm.vcpus,
-        ghost_boot::layout::pci_mmio64_window(config.memory.size.bytes()),
-    )
-    .map_err(ghost_boot::BootError::from)?;
+    let rsdp = acpi::create_acpi_tables(mem, config.vm.vcpus, pci_mmio64)
+        .map_err(ghost_boot::BootError::from)?;
     write_boot_params(
         mem,
         &BootParamsConfig {

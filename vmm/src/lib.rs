@@ -15,6 +15,7 @@ mod boot;
 mod console;
 mod interrupt;
 mod memory;
+mod passthrough;
 mod pci;
 mod vcpu;
 mod vm;

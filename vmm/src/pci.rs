@@ -79,11 +79,13 @@ fn allocator(base: u64, size: u64) -> AddressAllocator {
 
 impl PciPlatform {
     /// The root bus, reachable at 0xCF8 on `pio` and at the ECAM on `mmio`, placing BARs
-    /// on `mmio` in the 32-bit window and the 64-bit window above `ram_size`.
+    /// on `mmio` in the 32-bit window and the 64-bit window `mmio64` (`(start, size)`, see
+    /// [`layout::pci_mmio64_window`]). MSI vectors are routed through `routing`.
     pub fn new(
         vm: Arc<VmFd>,
         mem: GuestMemoryMmap,
-        ram_size: u64,
+        mmio64: (u64, u64),
+        routing: Arc<GsiRouting>,
         pio: &Bus,
         mmio: &Arc<Bus>,
     ) -> Result<Self, PciSetupError> {
@@ -98,25 +100,28 @@ impl PciPlatform {
             layout::PCI_ECAM_START,
             layout::PCI_ECAM_SIZE,
         )?;
-        let (mmio64_start, mmio64_size) = layout::pci_mmio64_window(ram_size);
         Ok(Self {
             root,
             mmio32: allocator(layout::PCI_MMIO32_START, layout::PCI_MMIO32_SIZE),
-            mmio64: allocator(mmio64_start, mmio64_size),
-            routing: GsiRouting::new(vm.clone()),
+            mmio64: allocator(mmio64.0, mmio64.1),
+            routing,
             vm,
             mem,
         })
     }
 
-    /// Picks an address for a BAR: 32-bit BARs and small 64-bit non-prefetchable ones go in
-    /// the 32-bit window; large or prefetchable 64-bit BARs in the 64-bit window.
+    /// Whether `bar` goes in the 64-bit window: large or prefetchable 64-bit BARs do;
+    /// 32-bit BARs and small 64-bit non-prefetchable ones go in the 32-bit window.
+    pub fn goes_high(bar: &BarInfo) -> bool {
+        bar.kind == BarKind::Memory64 && (bar.prefetchable || bar.size > 1 << 24)
+    }
+
+    /// Picks an address for a BAR in its window (see [`Self::goes_high`]).
     pub fn allocate_bar(&mut self, device: &str, bar: BarInfo) -> Result<u64, PciSetupError> {
-        let low = bar.kind != BarKind::Memory64 || (!bar.prefetchable && bar.size <= 1 << 24);
-        let (alloc, window) = if low {
-            (&mut self.mmio32, "32-bit")
-        } else {
+        let (alloc, window) = if Self::goes_high(&bar) {
             (&mut self.mmio64, "64-bit")
+        } else {
+            (&mut self.mmio32, "32-bit")
         };
         // Page-align small BARs so KVM slots and ioeventfds never share a page.
         let align = bar.size.max(4096);
@@ -162,10 +167,32 @@ impl PciPlatform {
 
     /// Plugs `device` in at the next free slot, function 0.
     pub fn add(&mut self, device: Arc<Mutex<dyn PciDevice>>) -> Result<DevFn, PciSetupError> {
-        let mut root = self.root.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = root.free_slot()?;
+        let slot = self.free_slot()?;
         let devfn = DevFn::new(slot, 0).ok_or(ghost_devices::pci::root::PciError::NoFreeSlot)?;
-        root.add(devfn, device)?;
+        self.add_at(devfn, device)?;
         Ok(devfn)
+    }
+
+    /// The first slot with no function in it.
+    pub fn free_slot(&self) -> Result<u8, PciSetupError> {
+        Ok(self
+            .root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free_slot()?)
+    }
+
+    /// Plugs `device` in at `devfn` (several functions of one slot make a multi-function
+    /// device).
+    pub fn add_at(
+        &mut self,
+        devfn: DevFn,
+        device: Arc<Mutex<dyn PciDevice>>,
+    ) -> Result<(), PciSetupError> {
+        self.root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(devfn, device)?;
+        Ok(())
     }
 }

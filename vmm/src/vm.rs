@@ -23,7 +23,9 @@ use vmm_sys_util::signal::Killable;
 use crate::backends::Backends;
 use crate::config::{OnReboot, SerialMode, VmConfig};
 use crate::console::{open_console_file, ConsoleInput, RawTerminal};
+use crate::interrupt::GsiRouting;
 use crate::memory::{create_guest_memory, MemoryBacking};
+use crate::passthrough::{HostBindings, KvmSlots, Passthrough};
 use crate::pci::PciPlatform;
 use crate::vcpu::{
     install_kick_handler, vcpu_kick_signal, ExitCounters, PowerToControl, Vcpu, VmControl, VmExit,
@@ -68,18 +70,31 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
     // checked first so that a shortage touches nothing on the host.
     check_hugepage_pool(config)?;
     let backends = Backends::open(config)?;
-    let result = loop {
-        let vm = Vm::new(&kvm, config, &backends)?;
-        match vm.run(&stop_evt)? {
+    // Passed-through devices: checked, and bound to vfio-pci where the file asks; given back
+    // on every way out of this function.
+    let bindings = HostBindings::prepare(config)?;
+    let result = run_until_exit(&kvm, config, &backends, &stop_evt);
+    bindings.restore();
+    STOP_SIGNAL_FD.store(-1, Ordering::SeqCst);
+    result
+}
+
+fn run_until_exit(
+    kvm: &Kvm,
+    config: &VmConfig,
+    backends: &Backends,
+    stop_evt: &EventFd,
+) -> Result<VmExit, VmmError> {
+    loop {
+        let vm = Vm::new(kvm, config, backends)?;
+        match vm.run(stop_evt)? {
             VmExit::Reset if config.vm.on_reboot == OnReboot::Restart => {
                 log::info!("{}: guest reset; restarting", config.vm.name);
                 continue;
             }
-            exit => break exit,
+            exit => return Ok(exit),
         }
-    };
-    STOP_SIGNAL_FD.store(-1, Ordering::SeqCst);
-    Ok(result)
+    }
 }
 
 /// A built, not yet running VM.
@@ -118,9 +133,22 @@ impl Vm {
             .map_err(VmmError::kvm("KVM_CREATE_PIT2"))?;
 
         let memory = guest_memory(config)?;
-        register_memory(&vm_fd, &memory)?;
+        let ram_slots = register_memory(&vm_fd, &memory)?;
         let vcpus_n = config.vm.vcpus;
-        let entry = boot::load_guest(&memory, config)?;
+
+        // Passed-through functions first: their BARs size the 64-bit window the ACPI
+        // tables describe.
+        let routing = GsiRouting::new(vm_fd.clone());
+        let passthrough = Passthrough::open(
+            &vm_fd,
+            config,
+            &memory,
+            &routing,
+            Arc::new(KvmSlots::new(vm_fd.clone(), ram_slots)),
+        )?;
+        let mmio64 =
+            layout::pci_mmio64_window(config.memory.size.bytes(), &passthrough.high_bars());
+        let entry = boot::load_guest(&memory, config, mmio64)?;
 
         // Devices.
         let control = Arc::new(VmControl::new(
@@ -166,17 +194,13 @@ impl Vm {
             I8042_PORT_LEN,
         )?;
 
-        let mut pci = PciPlatform::new(
-            vm_fd.clone(),
-            memory.clone(),
-            config.memory.size.bytes(),
-            &pio,
-            &mmio,
-        )?;
+        let mut pci =
+            PciPlatform::new(vm_fd.clone(), memory.clone(), mmio64, routing, &pio, &mmio)?;
         for (name, device) in backends.devices(config)? {
             let at = pci.add_virtio(name.clone(), device)?;
             log::info!("{}: {name} at PCI {at}", config.vm.name);
         }
+        passthrough.plug(&config.vm.name, &mut pci)?;
 
         let counters = Arc::new(ExitCounters::default());
         let supported_cpuid = kvm
@@ -333,6 +357,13 @@ pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
     // Disks: opened and locked as `run` would, then released. A disk another VM holds is
     // reported here. (TAPs are not created by a check.)
     drop(Backends::open_disks(config)?);
+    // Passed-through devices: bound (or to be bound), groups whole, enough locked memory.
+    if !config.vfio.is_empty() {
+        let host = crate::host::Host::system();
+        host.check_vfio(&config.vfio).map_err(VmmError::Host)?;
+        host.check_memlock(config.memory.size.bytes())
+            .map_err(VmmError::Host)?;
+    }
     let scratch = create_guest_memory(
         &ghost_boot::ram_regions(config.memory.size.bytes()),
         &MemoryBacking {
@@ -370,7 +401,8 @@ fn guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, VmmError> {
     )?)
 }
 
-fn register_memory(vm_fd: &VmFd, memory: &GuestMemoryMmap) -> Result<(), VmmError> {
+/// Registers guest RAM with KVM, one slot per region; returns the number of slots used.
+fn register_memory(vm_fd: &VmFd, memory: &GuestMemoryMmap) -> Result<u32, VmmError> {
     for (slot, region) in memory.iter().enumerate() {
         let host = memory
             .get_host_address(region.start_addr())
@@ -387,5 +419,5 @@ fn register_memory(vm_fd: &VmFd, memory: &GuestMemoryMmap) -> Result<(), VmmErro
         unsafe { vm_fd.set_user_memory_region(r) }
             .map_err(VmmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
     }
-    Ok(())
+    u32::try_from(memory.num_regions()).map_err(|_| VmmError::MemorySlot(0))
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::config::{read_from_dword, PciConfiguration, COMMAND_MEMORY};
 use super::{DevFn, PciDevice, PciHeader};
@@ -78,7 +78,9 @@ pub struct PciRoot {
     functions: BTreeMap<DevFn, Arc<Mutex<dyn PciDevice>>>,
     /// BARs currently on the MMIO bus, per function: `(index, base, size)`.
     mapped: BTreeMap<DevFn, Vec<(u8, u64, u64)>>,
-    mmio: Arc<Bus>,
+    /// Weak: the bus holds the ECAM device, which holds this root; a strong reference back
+    /// would keep every device alive forever (and a passed-through one open).
+    mmio: Weak<Bus>,
 }
 
 impl std::fmt::Debug for PciRoot {
@@ -96,7 +98,7 @@ impl PciRoot {
         let mut root = Self {
             functions: BTreeMap::new(),
             mapped: BTreeMap::new(),
-            mmio,
+            mmio: Arc::downgrade(&mmio),
         };
         let mut config = PciConfiguration::new(&HOST_BRIDGE);
         config.set_command(COMMAND_MEMORY);
@@ -127,7 +129,9 @@ impl PciRoot {
     pub fn remove(&mut self, devfn: DevFn) -> Option<Arc<Mutex<dyn PciDevice>>> {
         let device = self.functions.remove(&devfn)?;
         for (bar, base, _) in self.mapped.remove(&devfn).unwrap_or_default() {
-            let _ = self.mmio.remove(base);
+            if let Some(mmio) = self.mmio.upgrade() {
+                let _ = mmio.remove(base);
+            }
             lock(&device).bar_moved(bar, None);
         }
         Some(device)
@@ -189,7 +193,9 @@ impl PciRoot {
             if wanted.contains(old) {
                 now.push(*old);
             } else {
-                let _ = self.mmio.remove(old.1);
+                if let Some(mmio) = self.mmio.upgrade() {
+                    let _ = mmio.remove(old.1);
+                }
                 lock(&device).bar_moved(old.0, None);
             }
         }
@@ -202,7 +208,10 @@ impl PciRoot {
                 device: device.clone(),
                 bar,
             }));
-            match self.mmio.insert(window, base, size) {
+            let Some(mmio) = self.mmio.upgrade() else {
+                continue;
+            };
+            match mmio.insert(window, base, size) {
                 Ok(()) => {
                     now.push(new);
                     lock(&device).bar_moved(bar, Some(base));
@@ -384,6 +393,34 @@ mod tests {
         fn bar_moved(&mut self, bar: u8, base: Option<u64>) {
             self.moves.push((bar, base));
         }
+    }
+
+    #[test]
+    fn devices_are_dropped_with_the_buses() {
+        // As the VMM wires it: the ECAM device on the MMIO bus holds the root, the root maps
+        // BAR windows (holding the device) on that bus. Nothing may keep the device alive
+        // once the VM lets go of the bus and the root: a passed-through device must be closed.
+        let mmio = Arc::new(Bus::new());
+        let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone())));
+        mmio.insert(
+            Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+            0xe000_0000,
+            0x1000_0000,
+        )
+        .unwrap();
+        let dev = Arc::new(Mutex::new(Scratch::new(0xc000_0000)));
+        let weak = Arc::downgrade(&dev);
+        root.lock()
+            .unwrap()
+            .add(DevFn::new(3, 0).unwrap(), dev)
+            .unwrap();
+        assert!(mmio.write(0xc000_0000, &[1]), "BAR mapped");
+        drop(root);
+        drop(mmio);
+        assert!(
+            weak.upgrade().is_none(),
+            "the device outlived the VM's buses"
+        );
     }
 
     fn cf8(io: &mut PciConfigIo, devfn: DevFn, reg: u32) {

@@ -109,19 +109,7 @@ impl Host {
     }
 }
 
-/// This process's soft RLIMIT_MEMLOCK in bytes; `None` if unlimited (or unknown).
-pub fn memlock_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `limit`.
-    let ret = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
-    if ret != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    Some(limit.rlim_cur)
-}
+pub use ghost_vfio::memlock_limit;
 
 fn not_bound_message(device: &PciDeviceInfo) -> String {
     let a = device.address;

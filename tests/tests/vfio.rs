@@ -1,0 +1,519 @@
+//! Issue 4's acceptance in the nested test host: VFIO passthrough of QEMU-emulated PCI devices
+//! (L1 QEMU emulates them and an Intel IOMMU; L2 binds them to vfio-pci; ghost-vmm gives
+//! them to an L3 guest running the stock Debian cloud kernel).
+//!
+//! L2's devices: `edu` at 00:10.0, `nvme` at 00:11.0 (backed by an image this test writes),
+//! and one multi-function slot 00:12 with `edu` (.0) and `nvme` (.1) in one IOMMU group, as a
+//! GPU and its HDMI audio function are. All scenarios share one L2 boot:
+//! - `edu`: `bind = true` moves edu to vfio-pci; the guest reads the ID, liveness and
+//!   factorial registers through BAR0, DMAs a page through the IOMMU mapping and back, and
+//!   receives the device's MSI at the vector it programmed; the device has no driver again
+//!   afterwards.
+//! - `nvme`: the guest's stock nvme driver binds (MSI-X, DMA) and reads the test's bytes; the
+//!   device is back on L2's nvme driver afterwards, its disk visible again.
+//! - `multifunction`: both functions of slot 12 go to one guest slot as .0 and .1.
+//! - `bad-input`: a device not bound to vfio-pci, a group with a function bound to a host
+//!   driver, a nonexistent address: exit 2, one line naming the key and the device, nothing
+//!   rebound.
+//! - `cli`: `ghost-vmm vfio bind` / `unbind` move nvme to vfio-pci and back.
+//! - `bench-ghost` / `bench-qemu`: BAR register read latency and nvme QD1 4k random reads in
+//!   the same guest under both VMMs (figures only).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ghost_tests::guest_tools::{build_static, ratio_table, vm_file};
+use ghost_tests::testhost::{GuestInitramfs, RunReport, Scenario, ScenarioResult, TestHost};
+
+const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+const KERNEL: &str = "/ghost/kernel/cloud/bzImage";
+const EDU: &str = "0000:00:10.0";
+const NVME: &str = "0000:00:11.0";
+const MF_EDU: &str = "0000:00:12.0";
+const MF_NVME: &str = "0000:00:12.1";
+/// The interrupt vector the guest programs into edu's MSI capability. No guest driver owns
+/// it, so the guest kernel logs it as "No irq handler for vector" (223 = 0xdf).
+const MSI_VECTOR: u32 = 0xdf;
+/// Bytes of each nvme image the guest reads back.
+const NVME_CHECK_MIB: usize = 16;
+
+fn vm_toml(name: &str, initrd: &str, devices: &str) -> String {
+    vm_file(name, KERNEL, initrd, CMDLINE, devices)
+}
+
+fn vfio(host: &str, bind: bool) -> String {
+    format!("[[vfio]]\nhost = \"{host}\"\nbind = {bind}\n")
+}
+
+/// Guest: exercise whatever passed-through functions it finds, then print PT-DONE.
+const PT_GUEST: &str = r#"
+find_dev() {
+    for d in /sys/bus/pci/devices/*; do
+        [ "$(cat $d/$1)" = "$2" ] && echo $d
+    done
+}
+echo "PCI_FUNCTIONS=$(cd /sys/bus/pci/devices && echo *)"
+for d in $(find_dev device 0x11e8); do
+    echo "EDU_AT=${d##*/}"
+    echo 1 >$d/enable
+    /bin/edutest $d regs
+    /bin/edutest $d dma
+    /bin/edutest $d msi @VECTOR@
+    dmesg | grep 'No irq handler for vector'
+    echo "MSI_SEEN=$(dmesg | grep -c '\.@VECTOR_DEC@ No irq handler for vector')"
+    [ -n "$BENCH" ] && /bin/edutest $d latency 20000
+done
+if [ -n "$(find_dev class 0x010802)" ]; then
+    n=0
+    until [ -b /dev/nvme0n1 ]; do
+        n=$((n + 1)); [ $n -ge 300 ] && { echo NVME_NEVER; break; }
+        sleep 0.1
+    done
+    echo "NVME_SUM=$(dd if=/dev/nvme0n1 bs=1M count=@MIB@ 2>/dev/null | sha256sum)"
+    nv=$(find_dev class 0x010802)
+    echo "NVME_MSIX=$(cat $nv/msi_irqs/* 2>/dev/null | grep -c msix)"
+    echo "NVME_IRQ_LINES=$(grep -c nvme /proc/interrupts)"
+    [ -n "$BENCH" ] && /bin/iobench randread /dev/nvme0n1 5
+fi
+echo PT-DONE
+"#;
+
+/// L2: `drv ADDR` prints the driver ADDR is bound to, or "none".
+const DRV: &str = r#"
+drv() {
+    _d=$(readlink /sys/bus/pci/devices/$1/driver)
+    echo "${_d##*/}" | sed 's/^$/none/'
+}
+"#;
+
+fn edu_l2() -> String {
+    format!(
+        r#"{DRV}
+echo "DRIVER_BEFORE=$(drv {EDU})"
+vm_start edu $GHOST_VMM run /ghost/vm/edu.toml
+vm_wait_for edu PT-DONE 150 && echo "DRIVER_DURING=$(drv {EDU})"
+vm_wait edu 60
+echo "GHOST_RC=$?"
+echo "DRIVER_AFTER=$(drv {EDU})"
+"#
+    )
+}
+
+fn nvme_l2() -> String {
+    format!(
+        r#"{DRV}
+echo "DRIVER_BEFORE=$(drv {NVME})"
+vm_start nvme $GHOST_VMM run /ghost/vm/nvme.toml
+vm_wait_for nvme PT-DONE 150 && echo "DRIVER_DURING=$(drv {NVME})"
+vm_wait nvme 60
+echo "GHOST_RC=$?"
+echo "DRIVER_AFTER=$(drv {NVME})"
+n=0
+until ls -d /sys/bus/pci/devices/{NVME}/nvme/nvme*/nvme*n1 >/dev/null 2>&1; do
+    n=$((n + 1)); [ $n -ge 100 ] && break
+    sleep 0.1
+done
+ls -d /sys/bus/pci/devices/{NVME}/nvme/nvme*/nvme*n1 >/dev/null 2>&1 && echo HOST_DISK_BACK=yes
+"#
+    )
+}
+
+fn multifunction_l2() -> String {
+    format!(
+        r#"{DRV}
+echo "GROUP_0=$(readlink /sys/bus/pci/devices/{MF_EDU}/iommu_group | sed 's|.*/||')"
+echo "GROUP_1=$(readlink /sys/bus/pci/devices/{MF_NVME}/iommu_group | sed 's|.*/||')"
+vm_start mf $GHOST_VMM run /ghost/vm/mf.toml
+vm_wait mf 200
+echo "GHOST_RC=$?"
+echo "DRIVER_AFTER_0=$(drv {MF_EDU})"
+echo "DRIVER_AFTER_1=$(drv {MF_NVME})"
+"#
+    )
+}
+
+fn bad_input_l2() -> String {
+    let case = |name: &str| {
+        format!(
+            r#"$GHOST_VMM run /ghost/vm/{name}.toml </dev/null >/tmp/{name}.out 2>&1
+echo "{name}_RC=$?"
+echo "{name}_SAID: $(cat /tmp/{name}.out)"
+echo "{name}_LINES=$(wc -l </tmp/{name}.out)"
+"#
+        )
+    };
+    format!(
+        r#"{DRV}
+{}{}{}
+echo "EDU_DRIVER=$(drv {EDU})"
+echo "MF_DRIVERS=$(drv {MF_EDU}),$(drv {MF_NVME})"
+"#,
+        case("unbound"),
+        case("splitgroup"),
+        case("nowhere")
+    )
+}
+
+fn cli_l2() -> String {
+    format!(
+        r#"{DRV}
+$GHOST_VMM vfio bind {NVME}
+echo "BIND_RC=$?"
+echo "BOUND_TO=$(drv {NVME})"
+$GHOST_VMM vfio bind {NVME}
+$GHOST_VMM vfio unbind {NVME}
+echo "UNBIND_RC=$?"
+echo "BACK_TO=$(drv {NVME})"
+$GHOST_VMM vfio bind 0000:00:1f.7
+echo "MISSING_RC=$?"
+"#
+    )
+}
+
+/// Figures: ghost-vmm and QEMU on the same two devices, bound by `ghost-vmm vfio bind`.
+fn bench_l2(name: &str, cmd: &str) -> String {
+    format!(
+        r#"{DRV}
+$GHOST_VMM vfio bind {EDU} >/dev/null
+$GHOST_VMM vfio bind {NVME} >/dev/null
+vm_start {name} {cmd}
+vm_wait {name} 280
+echo "VMM_RC=$?"
+$GHOST_VMM vfio unbind {EDU} >/dev/null
+$GHOST_VMM vfio unbind {NVME} >/dev/null
+"#
+    )
+}
+
+/// A raw image of pseudo-random bytes; returns the sha256 of its first `NVME_CHECK_MIB` MiB.
+fn nvme_image(path: &Path, mib: usize, seed: u64) -> String {
+    let mut x = seed;
+    let bytes: Vec<u8> = (0..mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[3]
+        })
+        .collect();
+    std::fs::write(path, &bytes).expect("nvme image");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {} {} | sha256sum",
+            NVME_CHECK_MIB << 20,
+            path.display()
+        ))
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a sum")
+        .to_owned()
+}
+
+struct Run {
+    report: RunReport,
+    nvme_sum: String,
+    mf_sum: String,
+}
+
+fn run() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let work = tempfile::tempdir().expect("tempdir");
+        let nvme_img = work.path().join("nvme.img");
+        let mf_img = work.path().join("mf.img");
+        let nvme_sum = nvme_image(&nvme_img, 64, 0x1234_5678_9abc_def1);
+        let mf_sum = nvme_image(&mf_img, 16, 0x0fed_cba9_8765_4321);
+        let edutest = build_static(work.path(), "edutest");
+        let iobench = build_static(work.path(), "iobench");
+        let body = PT_GUEST
+            .replace("@VECTOR@", &format!("{MSI_VECTOR:#x}"))
+            .replace("@VECTOR_DEC@", &MSI_VECTOR.to_string())
+            .replace("@MIB@", &NVME_CHECK_MIB.to_string());
+        let guest = |bench: bool| {
+            let body = if bench {
+                format!("BENCH=1\n{body}")
+            } else {
+                body.clone()
+            };
+            GuestInitramfs::new(body)
+                .file("/bin/edutest", edutest.clone(), 0o755)
+                .file("/bin/iobench", iobench.clone(), 0o755)
+        };
+        let vms = [
+            ("edu", vm_toml("edu", "pt", &vfio(EDU, true))),
+            ("nvme", vm_toml("nvme", "pt", &vfio(NVME, true))),
+            (
+                "mf",
+                vm_toml(
+                    "mf",
+                    "pt",
+                    &format!("{}{}", vfio(MF_EDU, true), vfio(MF_NVME, true)),
+                ),
+            ),
+            ("unbound", vm_toml("unbound", "pt", &vfio(EDU, false))),
+            (
+                "splitgroup",
+                vm_toml("splitgroup", "pt", &vfio(MF_EDU, true)),
+            ),
+            (
+                "nowhere",
+                vm_toml("nowhere", "pt", &vfio("0000:00:1f.7", true)),
+            ),
+            (
+                "bench",
+                vm_toml(
+                    "bench",
+                    "ptbench",
+                    &format!("{}{}", vfio(EDU, false), vfio(NVME, false)),
+                ),
+            ),
+        ];
+        let drive =
+            |img: &Path, id: &str| format!("file={},if=none,id={id},format=raw", img.display());
+        let mut host = TestHost::new("vfio")
+            .expect("test-host assets (tests/testhost/setup.sh)")
+            .with_built_ghost_vmm()
+            .expect("a built ghost-vmm (cargo build --release -p ghost-cli)")
+            .qemu_args([
+                "-device".to_owned(),
+                "edu,addr=0x10".to_owned(),
+                "-drive".to_owned(),
+                drive(&nvme_img, "nv0"),
+                "-device".to_owned(),
+                "nvme,drive=nv0,serial=ghost-nvme,addr=0x11".to_owned(),
+                "-device".to_owned(),
+                "edu,addr=0x12.0,multifunction=on".to_owned(),
+                "-drive".to_owned(),
+                drive(&mf_img, "nv1"),
+                "-device".to_owned(),
+                "nvme,drive=nv1,serial=ghost-mf,addr=0x12.1".to_owned(),
+            ])
+            .guest("pt", guest(false))
+            .guest("ptbench", guest(true));
+        for (name, toml) in vms {
+            host = host.file(format!("/ghost/vm/{name}.toml"), toml, 0o644);
+        }
+        let qemu = format!(
+            "$QEMU -accel kvm -machine q35 -cpu host -smp 1 -m 256 -nographic -no-reboot \
+             -kernel {KERNEL} -initrd /ghost/initrd/ptbench.cpio.gz -append \"{CMDLINE}\" \
+             -device vfio-pci,host={EDU} -device vfio-pci,host={NVME}"
+        );
+        let t = Duration::from_secs(240);
+        let report = host
+            .run(&[
+                Scenario::new("edu", edu_l2()).timeout(t),
+                Scenario::new("nvme", nvme_l2()).timeout(t),
+                Scenario::new("multifunction", multifunction_l2()).timeout(t),
+                Scenario::new("bad-input", bad_input_l2()).timeout(t),
+                Scenario::new("cli", cli_l2()).timeout(Duration::from_secs(60)),
+                Scenario::new(
+                    "bench-ghost",
+                    bench_l2(
+                        "bg",
+                        "env GHOST_LOG=debug $GHOST_VMM run /ghost/vm/bench.toml",
+                    ),
+                )
+                .timeout(Duration::from_secs(300)),
+                Scenario::new("bench-qemu", bench_l2("bq", &qemu))
+                    .timeout(Duration::from_secs(300)),
+            ])
+            .expect("the test host boots");
+        Run {
+            report,
+            nvme_sum,
+            mf_sum,
+        }
+    })
+}
+
+fn scenario(name: &str) -> &'static ScenarioResult {
+    let report = &run().report;
+    report
+        .scenario(name)
+        .unwrap_or_else(|| panic!("no scenario {name}:\n{}", report.tail(80)))
+}
+
+fn sum(s: &ScenarioResult, marker: &str) -> String {
+    s.line_after(marker)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {marker}:\n{}", s.transcript()))
+        .to_owned()
+}
+
+#[test]
+fn edu_registers_dma_and_msi_work_in_the_guest() {
+    let s = scenario("edu");
+    s.assert_success();
+    let t = s.transcript();
+    assert_eq!(s.line_after("EDU_ID="), Some("0x010000ed"), "{t}");
+    assert_eq!(s.line_after("EDU_LIVENESS="), Some("0xedcba987"), "{t}");
+    assert_eq!(
+        s.line_after("EDU_FACTORIAL="),
+        Some("0x375f00"),
+        "10! = 0x375F00:\n{t}"
+    );
+    assert_eq!(
+        s.line_after("DMA_SAME="),
+        Some("yes"),
+        "a page went to the device and back by DMA:\n{t}"
+    );
+    assert_eq!(s.value::<u32>("MSI_ENABLED="), Some(1), "{t}");
+    assert!(
+        s.value::<u32>("MSI_SEEN=").unwrap_or(0) >= 1,
+        "the guest took the device's MSI at vector {MSI_VECTOR}:\n{t}"
+    );
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
+    assert_eq!(s.line_after("DRIVER_BEFORE="), Some("none"), "{t}");
+    assert_eq!(s.line_after("DRIVER_DURING="), Some("vfio-pci"), "{t}");
+    assert_eq!(
+        s.line_after("DRIVER_AFTER="),
+        Some("none"),
+        "back as it was (no driver):\n{t}"
+    );
+}
+
+#[test]
+fn nvme_driver_reads_the_test_bytes_and_the_host_gets_its_disk_back() {
+    let s = scenario("nvme");
+    s.assert_success();
+    let t = s.transcript();
+    assert_eq!(
+        sum(s, "NVME_SUM="),
+        run().nvme_sum,
+        "the guest's nvme driver read the image's bytes:\n{t}"
+    );
+    assert!(
+        s.value::<u32>("NVME_MSIX=").unwrap_or(0) >= 1,
+        "nvme uses MSI-X:\n{t}"
+    );
+    assert!(
+        s.value::<u32>("NVME_IRQ_LINES=").unwrap_or(0) >= 1,
+        "nvme's interrupts in /proc/interrupts:\n{t}"
+    );
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
+    assert_eq!(s.line_after("DRIVER_BEFORE="), Some("nvme"), "{t}");
+    assert_eq!(s.line_after("DRIVER_DURING="), Some("vfio-pci"), "{t}");
+    assert_eq!(s.line_after("DRIVER_AFTER="), Some("nvme"), "{t}");
+    assert_eq!(
+        s.line_after("HOST_DISK_BACK="),
+        Some("yes"),
+        "L2's nvme driver has its disk again:\n{t}"
+    );
+}
+
+#[test]
+fn functions_of_one_host_slot_share_one_guest_slot() {
+    let s = scenario("multifunction");
+    s.assert_success();
+    let t = s.transcript();
+    assert_eq!(
+        s.line_after("GROUP_0="),
+        s.line_after("GROUP_1="),
+        "the two functions share an IOMMU group in L2:\n{t}"
+    );
+    let at = s.line_after("EDU_AT=").unwrap_or_else(|| panic!("{t}"));
+    assert!(at.ends_with(".0"), "{t}");
+    let slot = &at[..at.len() - 2];
+    let functions = s.line_after("PCI_FUNCTIONS=").unwrap_or_default();
+    assert!(
+        functions.contains(&format!("{slot}.1")),
+        "function 1 in the same slot: {functions}\n{t}"
+    );
+    assert_eq!(s.line_after("EDU_FACTORIAL="), Some("0x375f00"), "{t}");
+    assert_eq!(sum(s, "NVME_SUM="), run().mf_sum, "{t}");
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
+    assert_eq!(s.line_after("DRIVER_AFTER_0="), Some("none"), "{t}");
+    assert_eq!(s.line_after("DRIVER_AFTER_1="), Some("nvme"), "{t}");
+}
+
+#[test]
+fn bad_devices_get_one_line_errors_and_nothing_is_rebound() {
+    let s = scenario("bad-input");
+    s.assert_success();
+    let t = s.transcript();
+    let said = |name: &str| s.line_after(&format!("{name}_SAID:")).unwrap_or_default();
+    for (name, words) in [
+        (
+            "unbound",
+            vec!["vfio[0].host", EDU, "bound to no driver", "bind = true"],
+        ),
+        (
+            "splitgroup",
+            vec!["vfio[0].host", MF_EDU, MF_NVME, "nvme", "IOMMU group"],
+        ),
+        (
+            "nowhere",
+            vec!["vfio[0].host", "0000:00:1f.7", "no PCI device"],
+        ),
+    ] {
+        assert_eq!(
+            s.value::<i32>(&format!("{name}_RC=")),
+            Some(2),
+            "{name}:\n{t}"
+        );
+        assert_eq!(
+            s.value::<u32>(&format!("{name}_LINES=")),
+            Some(1),
+            "{name}:\n{t}"
+        );
+        for w in words {
+            assert!(
+                said(name).contains(w),
+                "{name}: {w:?} in {:?}\n{t}",
+                said(name)
+            );
+        }
+    }
+    assert_eq!(s.line_after("EDU_DRIVER="), Some("none"), "{t}");
+    assert_eq!(
+        s.line_after("MF_DRIVERS="),
+        Some("none,nvme"),
+        "the refused group was left alone:\n{t}"
+    );
+}
+
+#[test]
+fn cli_binds_and_gives_back() {
+    let s = scenario("cli");
+    s.assert_success();
+    let t = s.transcript();
+    assert_eq!(s.value::<i32>("BIND_RC="), Some(0), "{t}");
+    assert!(s.contains(&format!("{NVME}: nvme -> vfio-pci")), "{t}");
+    assert_eq!(s.line_after("BOUND_TO="), Some("vfio-pci"), "{t}");
+    assert!(s.contains(&format!("{NVME}: already on vfio-pci")), "{t}");
+    assert_eq!(s.value::<i32>("UNBIND_RC="), Some(0), "{t}");
+    assert!(s.contains(&format!("{NVME}: vfio-pci -> nvme")), "{t}");
+    assert_eq!(s.line_after("BACK_TO="), Some("nvme"), "{t}");
+    assert_eq!(s.value::<i32>("MISSING_RC="), Some(2), "{t}");
+}
+
+/// Figures only: both VMMs must finish the workloads; the numbers are printed.
+#[test]
+fn figures_against_qemu() {
+    let (g, q) = (scenario("bench-ghost"), scenario("bench-qemu"));
+    for s in [g, q] {
+        s.assert_success();
+        assert_eq!(s.value::<i32>("VMM_RC="), Some(0), "{}", s.transcript());
+    }
+    let table = ratio_table(g, q, &["BAR_READ_NS=", "RAND_READ_IOPS="]);
+    // ghost-vmm logs its exit counts (GHOST_LOG=debug): the 20,000 BAR reads must not be
+    // among them, since BAR pages are memory slots.
+    let mmio_exits = g
+        .value::<u64>(" mmio=")
+        .unwrap_or_else(|| panic!("exit counts:\n{}", g.transcript()));
+    assert!(
+        mmio_exits < 5_000,
+        "{mmio_exits} MMIO exits: BAR reads are trapped, not direct:\n{}",
+        g.transcript()
+    );
+    println!(
+        "passthrough figures (nested test host, emulated CPU; ratios only; \
+         ghost-vmm MMIO exits in the whole run: {mmio_exits}):\n{table}"
+    );
+}
