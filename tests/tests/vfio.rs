@@ -12,6 +12,8 @@
 //! - `nvme`: the guest's stock nvme driver binds (MSI-X, DMA) and reads the test's bytes; the
 //!   device is back on L2's nvme driver afterwards, its disk visible again.
 //! - `multifunction`: both functions of slot 12 go to one guest slot as .0 and .1.
+//! - `usb`: a `qemu-xhci` controller at 00:13.0 with a USB keyboard behind it; the guest
+//!   (Debian's generic kernel, which has xHCI) enumerates the keyboard.
 //! - `bad-input`: a device not bound to vfio-pci, a group with a function bound to a host
 //!   driver, a nonexistent address: exit 2, one line naming the key and the device, nothing
 //!   rebound.
@@ -25,7 +27,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ghost_tests::guest_tools::{build_static, ratio_table, vm_file};
-use ghost_tests::testhost::{GuestInitramfs, RunReport, Scenario, ScenarioResult, TestHost};
+use ghost_tests::testhost::{
+    GuestInitramfs, KernelFlavor, KernelImages, RunReport, Scenario, ScenarioResult, TestHost,
+};
 
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 const KERNEL: &str = "/ghost/kernel/cloud/bzImage";
@@ -33,6 +37,10 @@ const EDU: &str = "0000:00:10.0";
 const NVME: &str = "0000:00:11.0";
 const MF_EDU: &str = "0000:00:12.0";
 const MF_NVME: &str = "0000:00:12.1";
+const XHCI: &str = "0000:00:13.0";
+const GENERIC_KERNEL: &str = "/ghost/kernel/generic/bzImage";
+/// Modules the generic kernel needs for xHCI and a USB keyboard.
+const USB_MODULES: &[&str] = &["xhci_pci", "usbhid", "hid_generic"];
 /// The interrupt vector the guest programs into edu's MSI capability. No guest driver owns
 /// it, so the guest kernel logs it as "No irq handler for vector" (223 = 0xdf).
 const MSI_VECTOR: u32 = 0xdf;
@@ -41,6 +49,32 @@ const NVME_CHECK_MIB: usize = 16;
 
 fn vm_toml(name: &str, initrd: &str, devices: &str) -> String {
     vm_file(name, KERNEL, initrd, CMDLINE, devices)
+}
+
+/// Guest (generic kernel): wait for the xHCI root hub to enumerate the keyboard on port 1.
+const USB_GUEST: &str = r#"
+echo "PCI_FUNCTIONS=$(cd /sys/bus/pci/devices && echo *)"
+n=0
+until [ -e /sys/bus/usb/devices/1-1/idVendor ]; do
+    n=$((n + 1)); [ $n -ge 300 ] && { echo USB_NEVER; break; }
+    sleep 0.1
+done
+echo "USB_DEVICE=$(cat /sys/bus/usb/devices/1-1/idVendor):$(cat /sys/bus/usb/devices/1-1/idProduct)"
+echo "USB_PRODUCT=$(cat /sys/bus/usb/devices/1-1/product)"
+echo "XHCI_IRQS=$(grep -c xhci /proc/interrupts)"
+echo USB-DONE
+"#;
+
+fn usb_l2() -> String {
+    format!(
+        r#"{DRV}
+echo "DRIVER_BEFORE=$(drv {XHCI})"
+vm_start usb $GHOST_VMM run /ghost/vm/usb.toml
+vm_wait usb 200
+echo "GHOST_RC=$?"
+echo "DRIVER_AFTER=$(drv {XHCI})"
+"#
+    )
 }
 
 fn vfio(host: &str, bind: bool) -> String {
@@ -256,6 +290,10 @@ fn run() -> &'static Run {
                     &format!("{}{}", vfio(MF_EDU, true), vfio(MF_NVME, true)),
                 ),
             ),
+            (
+                "usb",
+                vm_file("usb", GENERIC_KERNEL, "usb", CMDLINE, &vfio(XHCI, true)),
+            ),
             ("unbound", vm_toml("unbound", "pt", &vfio(EDU, false))),
             (
                 "splitgroup",
@@ -293,7 +331,18 @@ fn run() -> &'static Run {
                 drive(&mf_img, "nv1"),
                 "-device".to_owned(),
                 "nvme,drive=nv1,serial=ghost-mf,addr=0x12.1".to_owned(),
+                "-device".to_owned(),
+                "qemu-xhci,id=xhci,addr=0x13".to_owned(),
+                "-device".to_owned(),
+                "usb-kbd,bus=xhci.0".to_owned(),
             ])
+            .l3_kernel(KernelFlavor::Generic, KernelImages::BzImage)
+            .guest(
+                "usb",
+                GuestInitramfs::new(USB_GUEST)
+                    .kernel(KernelFlavor::Generic)
+                    .modules(USB_MODULES),
+            )
             .guest("pt", guest(false))
             .guest("ptbench", guest(true));
         for (name, toml) in vms {
@@ -310,6 +359,7 @@ fn run() -> &'static Run {
                 Scenario::new("edu", edu_l2()).timeout(t),
                 Scenario::new("nvme", nvme_l2()).timeout(t),
                 Scenario::new("multifunction", multifunction_l2()).timeout(t),
+                Scenario::new("usb", usb_l2()).timeout(t),
                 Scenario::new("bad-input", bad_input_l2()).timeout(t),
                 Scenario::new("cli", cli_l2()).timeout(Duration::from_secs(60)),
                 Scenario::new(
@@ -430,6 +480,30 @@ fn functions_of_one_host_slot_share_one_guest_slot() {
     assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
     assert_eq!(s.line_after("DRIVER_AFTER_0="), Some("none"), "{t}");
     assert_eq!(s.line_after("DRIVER_AFTER_1="), Some("nvme"), "{t}");
+}
+
+#[test]
+fn usb_controller_enumerates_its_keyboard_in_the_guest() {
+    let s = scenario("usb");
+    s.assert_success();
+    let t = s.transcript();
+    assert_eq!(
+        s.line_after("USB_DEVICE="),
+        Some("0627:0001"),
+        "QEMU's USB keyboard behind the passed-through xHCI:\n{t}"
+    );
+    assert_eq!(
+        s.line_after("USB_PRODUCT="),
+        Some("QEMU USB Keyboard"),
+        "{t}"
+    );
+    assert!(
+        s.value::<u32>("XHCI_IRQS=").unwrap_or(0) >= 1,
+        "xHCI interrupts:\n{t}"
+    );
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
+    assert_eq!(s.line_after("DRIVER_BEFORE="), Some("none"), "{t}");
+    assert_eq!(s.line_after("DRIVER_AFTER="), Some("none"), "{t}");
 }
 
 #[test]
