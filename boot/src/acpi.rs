@@ -418,6 +418,23 @@ fn pci_host_bridge(
         &mmio32,
         &mmio64,
     ]);
+    // _PRT: every slot's INTA#..INTD# straight to IOAPIC GSIs (no link devices).
+    let routes: Vec<(u32, u8, u32)> = (0..32u8)
+        .flat_map(|slot| {
+            (1..=4u8).map(move |pin| {
+                (
+                    (u32::from(slot) << 16) | 0xffff,
+                    pin - 1,
+                    crate::layout::pci_intx_gsi(slot, pin),
+                )
+            })
+        })
+        .collect();
+    let entries: Vec<Package> = routes
+        .iter()
+        .map(|(address, pin, gsi)| Package::new(vec![address, pin, &aml::ZERO, gsi]))
+        .collect();
+    let prt = Package::new(entries.iter().map(|e| e as &dyn acpi_tables::Aml).collect());
     Device::new(
         Path::new("PCI0"),
         vec![
@@ -429,6 +446,7 @@ fn pci_host_bridge(
             &Name::new(Path::new("_BBN"), &aml::ZERO),
             &Name::new(Path::new("_CBA"), &PCI_ECAM_START),
             &Name::new(Path::new("_CRS"), &crs),
+            &Name::new(Path::new("_PRT"), &prt),
         ],
     )
     .to_aml_bytes(sink);
@@ -602,6 +620,7 @@ mod tests {
         assert!(has(b"MBRD"));
         // The host bridge, with the 64-bit window (QWordMemory: tag 0x8a, min then max).
         assert!(has(b"PCI0"));
+        assert!(has(b"_PRT"), "INTx routing for passed-through devices");
         assert!(has(b"\x0c\x41\xd0\x0a\x08"), "_HID PNP0A08");
         let (start, size) = MMIO64;
         let mut window = start.to_le_bytes().to_vec();

@@ -85,6 +85,17 @@ pub const COM1_PORT: u16 = 0x3f8;
 /// COM1 interrupt line (GSI).
 pub const COM1_GSI: u32 = 4;
 
+/// First of the four IOAPIC pins that PCI INTx lines are wired to (level, active low, as on
+/// PC chipsets).
+pub const PCI_INTX_GSI_BASE: u32 = 16;
+
+/// The GSI that INTx pin `pin` (1 = INTA# .. 4 = INTD#) of slot `slot` is wired to: the usual
+/// swizzle over four lines, so neighbouring slots spread over all four. The DSDT's `_PRT`
+/// says the same to the guest.
+pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
+    PCI_INTX_GSI_BASE + (u32::from(slot) + u32::from(pin.saturating_sub(1))) % 4
+}
+
 // The fixed areas must not overlap: checked at build time.
 const _: () = {
     // GDT (4 entries), IDT (1 entry), zero page, stack, page tables, command line, EBDA, ACPI.

@@ -8,6 +8,11 @@
  *                                VECTOR) through the config file, turn MSI and bus mastering
  *                                on, and have the device raise its interrupt; the guest
  *                                kernel then logs "No irq handler for vector" for VECTOR
+ *   edutest DEVDIR intx UIODEV   MSI off, then three times: unmask INTx (the command register's
+ *                                INTx-disable bit, which uio_pci_generic sets when it takes
+ *                                the interrupt), raise the device's interrupt, wait on UIODEV
+ *                                (e.g. /dev/uio0) for the guest kernel to take it, lower it
+ *                                -> INTX_TAKEN=<n>
  *   edutest DEVDIR dma           2 KiB of a page to the device's buffer and back into another
  *                                page by DMA (guest physical addresses from /proc/self/pagemap)
  *
@@ -16,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +175,31 @@ int main(int argc, char **argv) {
         usleep(200000);
         printf("EDU_IRQ_STATUS=0x%x\n", r32(0x24));
         w32(0x64, 1);
+    } else if (!strcmp(argv[2], "intx") && argc > 3) {
+        unsigned cap = find_cap(0x05);
+        if (cap) {
+            uint16_t control;
+            cfg_read(cap + 2, &control, 2);
+            control &= ~1;
+            cfg_write(cap + 2, &control, 2);
+        }
+        int u = open(argv[3], O_RDWR);
+        if (u < 0) die(argv[3]);
+        int taken = 0;
+        for (int i = 0; i < 3; i++) {
+            /* uio_pci_generic masks INTx with the command register's INTx-disable bit when
+             * it takes the interrupt; userspace unmasks through config space. */
+            uint32_t count;
+            uint16_t cmd;
+            cfg_read(4, &cmd, 2);
+            cmd &= ~0x400;
+            cfg_write(4, &cmd, 2);
+            w32(0x60, 0x10u << i);
+            struct pollfd p = {.fd = u, .events = POLLIN};
+            if (poll(&p, 1, 5000) == 1 && read(u, &count, 4) == 4) taken++;
+            w32(0x64, 0x10u << i);
+        }
+        printf("INTX_TAKEN=%d\n", taken);
     } else if (!strcmp(argv[2], "dma")) {
         uint8_t *pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (pages == MAP_FAILED || mlock(pages, 8192)) die("pages");

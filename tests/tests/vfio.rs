@@ -6,9 +6,10 @@
 //! and one multi-function slot 00:12 with `edu` (.0) and `nvme` (.1) in one IOMMU group, as a
 //! GPU and its HDMI audio function are. All scenarios share one L2 boot:
 //! - `edu`: `bind = true` moves edu to vfio-pci; the guest reads the ID, liveness and
-//!   factorial registers through BAR0, DMAs a page through the IOMMU mapping and back, and
-//!   receives the device's MSI at the vector it programmed; the device has no driver again
-//!   afterwards.
+//!   factorial registers through BAR0, DMAs a page through the IOMMU mapping and back,
+//!   receives the device's MSI at the vector it programmed, then (MSI off) takes its INTx
+//!   three times through `uio_pci_generic` (level-triggered, resampled), and reads the ROM
+//!   file given as `rom = ...` through the ROM BAR; the device has no driver again afterwards.
 //! - `nvme`: the guest's stock nvme driver binds (MSI-X, DMA) and reads the test's bytes; the
 //!   device is back on L2's nvme driver afterwards, its disk visible again.
 //! - `multifunction`: both functions of slot 12 go to one guest slot as .0 and .1.
@@ -92,11 +93,26 @@ echo "PCI_FUNCTIONS=$(cd /sys/bus/pci/devices && echo *)"
 for d in $(find_dev device 0x11e8); do
     echo "EDU_AT=${d##*/}"
     echo 1 >$d/enable
+    if [ -n "$ROM" ]; then
+        echo 1 >$d/rom
+        echo "ROM_SUM=$(sha256sum <$d/rom)"
+        echo 0 >$d/rom
+    fi
     /bin/edutest $d regs
     /bin/edutest $d dma
     /bin/edutest $d msi @VECTOR@
     dmesg | grep 'No irq handler for vector'
     echo "MSI_SEEN=$(dmesg | grep -c '\.@VECTOR_DEC@ No irq handler for vector')"
+    if [ -n "$INTX" ]; then
+        echo "1234 11e8" >/sys/bus/pci/drivers/uio_pci_generic/new_id
+        n=0
+        until [ -e /dev/uio0 ]; do
+            n=$((n + 1)); [ $n -ge 100 ] && { echo UIO_NEVER; break; }
+            sleep 0.1
+        done
+        /bin/edutest $d intx /dev/uio0
+        echo "INTX_LINE=$(grep uio_pci_generic /proc/interrupts)"
+    fi
     [ -n "$BENCH" ] && /bin/edutest $d latency 20000
 done
 if [ -n "$(find_dev class 0x010802)" ]; then
@@ -233,13 +249,35 @@ fn nvme_image(path: &Path, mib: usize, seed: u64) -> String {
         })
         .collect();
     std::fs::write(path, &bytes).expect("nvme image");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "head -c {} {} | sha256sum",
-            NVME_CHECK_MIB << 20,
-            path.display()
-        ))
+    sha256(&bytes[..NVME_CHECK_MIB << 20])
+}
+
+/// A minimal valid PCI option ROM for edu (2 KiB, one image): 0x55AA, its length, and a PCI
+/// data structure naming 1234:11e8. Linux only shows a ROM with these in sysfs.
+fn option_rom() -> Vec<u8> {
+    let mut rom = vec![0u8; 2048];
+    rom[0] = 0x55;
+    rom[1] = 0xaa;
+    rom[2] = 4; // length in 512-byte units
+    rom[0x18] = 0x1c; // offset of the PCI data structure
+    rom[0x1c..0x20].copy_from_slice(b"PCIR");
+    rom[0x20..0x22].copy_from_slice(&0x1234u16.to_le_bytes());
+    rom[0x22..0x24].copy_from_slice(&0x11e8u16.to_le_bytes());
+    rom[0x26..0x28].copy_from_slice(&0x18u16.to_le_bytes()); // structure length
+    rom[0x2c..0x2e].copy_from_slice(&4u16.to_le_bytes()); // image length
+    rom[0x31] = 0x80; // last image
+    for (i, b) in rom.iter_mut().enumerate().skip(0x40) {
+        *b = i.to_le_bytes()[0] ^ 0x5a;
+    }
+    rom
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("blob");
+    std::fs::write(&path, bytes).expect("blob");
+    let out = Command::new("sha256sum")
+        .arg(&path)
         .output()
         .expect("sha256sum");
     String::from_utf8_lossy(&out.stdout)
@@ -253,6 +291,7 @@ struct Run {
     report: RunReport,
     nvme_sum: String,
     mf_sum: String,
+    rom_sum: String,
 }
 
 fn run() -> &'static Run {
@@ -264,23 +303,28 @@ fn run() -> &'static Run {
         let nvme_sum = nvme_image(&nvme_img, 64, 0x1234_5678_9abc_def1);
         let mf_sum = nvme_image(&mf_img, 16, 0x0fed_cba9_8765_4321);
         let edutest = build_static(work.path(), "edutest");
+        let rom = option_rom();
+        let rom_sum = sha256(&rom);
         let iobench = build_static(work.path(), "iobench");
         let body = PT_GUEST
             .replace("@VECTOR@", &format!("{MSI_VECTOR:#x}"))
             .replace("@VECTOR_DEC@", &MSI_VECTOR.to_string())
             .replace("@MIB@", &NVME_CHECK_MIB.to_string());
-        let guest = |bench: bool| {
-            let body = if bench {
-                format!("BENCH=1\n{body}")
-            } else {
-                body.clone()
-            };
-            GuestInitramfs::new(body)
+        let guest = |vars: &str| {
+            GuestInitramfs::new(format!("{vars}\n{body}"))
+                .modules(["uio_pci_generic"])
                 .file("/bin/edutest", edutest.clone(), 0o755)
                 .file("/bin/iobench", iobench.clone(), 0o755)
         };
         let vms = [
-            ("edu", vm_toml("edu", "pt", &vfio(EDU, true))),
+            (
+                "edu",
+                vm_toml(
+                    "edu",
+                    "ptintx",
+                    &format!("{}rom = \"/ghost/test.rom\"\n", vfio(EDU, true)),
+                ),
+            ),
             ("nvme", vm_toml("nvme", "pt", &vfio(NVME, true))),
             (
                 "mf",
@@ -343,8 +387,10 @@ fn run() -> &'static Run {
                     .kernel(KernelFlavor::Generic)
                     .modules(USB_MODULES),
             )
-            .guest("pt", guest(false))
-            .guest("ptbench", guest(true));
+            .guest("pt", guest(""))
+            .guest("ptintx", guest("INTX=1 ROM=1"))
+            .file("/ghost/test.rom", rom.clone(), 0o644)
+            .guest("ptbench", guest("BENCH=1"));
         for (name, toml) in vms {
             host = host.file(format!("/ghost/vm/{name}.toml"), toml, 0o644);
         }
@@ -378,6 +424,7 @@ fn run() -> &'static Run {
             report,
             nvme_sum,
             mf_sum,
+            rom_sum,
         }
     })
 }
@@ -397,7 +444,7 @@ fn sum(s: &ScenarioResult, marker: &str) -> String {
 }
 
 #[test]
-fn edu_registers_dma_and_msi_work_in_the_guest() {
+fn edu_registers_dma_msi_and_intx_work_in_the_guest() {
     let s = scenario("edu");
     s.assert_success();
     let t = s.transcript();
@@ -417,6 +464,21 @@ fn edu_registers_dma_and_msi_work_in_the_guest() {
     assert!(
         s.value::<u32>("MSI_SEEN=").unwrap_or(0) >= 1,
         "the guest took the device's MSI at vector {MSI_VECTOR}:\n{t}"
+    );
+    assert_eq!(
+        sum(s, "ROM_SUM="),
+        run().rom_sum,
+        "the guest read the ROM file given as rom = ... through the ROM BAR:\n{t}"
+    );
+    assert_eq!(
+        s.value::<u32>("INTX_TAKEN="),
+        Some(3),
+        "INTx raised, taken and re-armed three times:\n{t}"
+    );
+    let line = s.line_after("INTX_LINE=").unwrap_or_default();
+    assert!(
+        line.contains("IO-APIC") && line.contains("fasteoi"),
+        "a level-triggered IOAPIC interrupt: {line}\n{t}"
     );
     assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
     assert_eq!(s.line_after("DRIVER_BEFORE="), Some("none"), "{t}");

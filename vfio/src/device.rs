@@ -6,8 +6,9 @@
 //!   in a shadow [`PciConfiguration`];
 //! - the MSI capability ([`MsiCapability`]) and the MSI-X enable and function-mask bits
 //!   ([`Msix`]): guest vectors become KVM routes whose eventfds VFIO signals;
-//! - the interrupt line and pin (INTx is not offered: pin 0), and the multi-function bit,
-//!   which the bus sets from the guest topology.
+//! - the interrupt line (the guest's) and the multi-function bit, which the bus sets from
+//!   the guest topology. INTx is offered (the hardware's pin) once the VMM has wired it to a
+//!   GSI ([`VfioPciDevice::connect_intx`]); it is on whenever MSI and MSI-X are off.
 //!
 //! BAR pages VFIO lets us map become KVM memory slots wherever the guest places the BAR, so
 //! guest accesses cause no exit; the pages of the MSI-X table and PBA stay trapped.
@@ -25,8 +26,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::msi::{MsiCapability, MsiChange, MSI_CAPABILITY_ID};
 use crate::region::{
-    direct_ranges, DeviceAccess, GuestMappings, Mapping, CONFIG_REGION, MSIX_IRQ, MSI_IRQ,
-    ROM_REGION,
+    direct_ranges, DeviceAccess, GuestMappings, Mapping, CONFIG_REGION, INTX_IRQ, MSIX_IRQ,
+    MSI_IRQ, ROM_REGION,
 };
 
 /// Capability ID of MSI-X.
@@ -126,6 +127,15 @@ impl MsixState {
     }
 }
 
+/// INTx wired to a level-triggered GSI: VFIO signals `trigger` (a KVM irqfd) and masks the
+/// line; KVM signals `resample` when the guest acknowledges, and VFIO unmasks.
+#[derive(Debug)]
+struct Intx {
+    trigger: EventFd,
+    resample: EventFd,
+    on: bool,
+}
+
 /// A passed-through PCI function.
 pub struct VfioPciDevice {
     name: String,
@@ -135,6 +145,7 @@ pub struct VfioPciDevice {
     rom: RomSource,
     msi: Option<MsiCapability>,
     msix: Option<MsixState>,
+    intx: Option<Intx>,
     mappings: Arc<dyn GuestMappings>,
 }
 
@@ -310,8 +321,74 @@ impl VfioPciDevice {
             rom,
             msi,
             msix,
+            intx: None,
             mappings,
         })
+    }
+
+    /// The hardware's INTx pin (1 = INTA# .. 4 = INTD#), or 0 if it has none (or VFIO offers
+    /// no INTx for it).
+    pub fn interrupt_pin(&self) -> u8 {
+        if self.dev.irq_count(INTX_IRQ) == 0 {
+            return 0;
+        }
+        match (self.hw_dword(reg::INTERRUPT) >> 8) as u8 {
+            pin @ 1..=4 => pin,
+            _ => 0,
+        }
+    }
+
+    /// Wires INTx: the VMM has made `trigger` a KVM irqfd on the pin's level-triggered GSI,
+    /// with `resample` as its resample eventfd. INTx is on from now whenever MSI and MSI-X
+    /// are off, and the guest sees the pin.
+    pub fn connect_intx(&mut self, trigger: EventFd, resample: EventFd) -> io::Result<()> {
+        self.intx = Some(Intx {
+            trigger,
+            resample,
+            on: false,
+        });
+        self.intx_on()
+    }
+
+    fn intx_on(&mut self) -> io::Result<()> {
+        let Some(intx) = self.intx.as_mut() else {
+            return Ok(());
+        };
+        if intx.on {
+            return Ok(());
+        }
+        self.dev.set_irqs(INTX_IRQ, &[&intx.trigger])?;
+        if let Err(e) = self.dev.set_intx_unmask(&intx.resample) {
+            let _ = self.dev.set_irqs(INTX_IRQ, &[]);
+            return Err(e);
+        }
+        intx.on = true;
+        Ok(())
+    }
+
+    fn intx_off(&mut self) {
+        if let Some(intx) = self.intx.as_mut().filter(|i| i.on) {
+            if let Err(e) = self.dev.set_irqs(INTX_IRQ, &[]) {
+                log::warn!("{}: cannot turn INTx off: {e}", self.name);
+            }
+            intx.on = false;
+        }
+    }
+
+    /// Whether MSI or MSI-X is on (on the hardware side).
+    fn msi_active(&self) -> bool {
+        self.msix.as_ref().is_some_and(|m| m.on)
+            || self.msi.as_ref().is_some_and(|m| m.enabled_vectors() > 0)
+    }
+
+    /// After an MSI or MSI-X change: INTx is on exactly when neither is.
+    fn settle_intx(&mut self) {
+        if self.msi_active() {
+            return;
+        }
+        if let Err(e) = self.intx_on() {
+            log::warn!("{}: cannot turn INTx on: {e}", self.name);
+        }
     }
 
     /// The function's name (its host address).
@@ -372,9 +449,16 @@ impl VfioPciDevice {
         }
         match off {
             reg::HEADER_TYPE_DWORD => return self.hw_dword(off) & !MULTIFUNCTION,
-            // Interrupt line is the guest's; no INTx pin is offered.
+            // The line is the guest's; the pin is the hardware's once INTx is wired.
             reg::INTERRUPT => {
-                return (self.hw_dword(off) & 0xffff_0000) | (self.shadow.read_dword(off) & 0xff)
+                let pin = if self.intx.is_some() {
+                    u32::from(self.interrupt_pin()) << 8
+                } else {
+                    0
+                };
+                return (self.hw_dword(off) & 0xffff_0000)
+                    | pin
+                    | (self.shadow.read_dword(off) & 0xff);
             }
             _ => {}
         }
@@ -406,6 +490,11 @@ impl VfioPciDevice {
             return;
         }
         let vectors = m.msix.vectors().clone();
+        if want {
+            // VFIO runs one interrupt kind at a time.
+            self.intx_off();
+        }
+        let Some(m) = self.msix.as_mut() else { return };
         let result = if want {
             let fds: Vec<&EventFd> = (0..vectors.count())
                 .filter_map(|v| vectors.notifier(v))
@@ -422,6 +511,7 @@ impl VfioPciDevice {
                 if want { "on" } else { "off" }
             ),
         }
+        self.settle_intx();
     }
 
     fn msi_write(&mut self, offset: u16, data: &[u8]) {
@@ -431,6 +521,7 @@ impl VfioPciDevice {
             None => return,
             Some(MsiChange::Enabled(n)) => {
                 let vectors = msi.vectors().clone();
+                self.intx_off();
                 // Re-enabling with another count needs VFIO to drop the old set first.
                 let _ = self.dev.set_irqs(MSI_IRQ, &[]);
                 let fds: Vec<&EventFd> = (0..n).filter_map(|v| vectors.notifier(v)).collect();
@@ -441,6 +532,7 @@ impl VfioPciDevice {
         if let Err(e) = result {
             log::warn!("{}: cannot change MSI ({change:?}): {e}", self.name);
         }
+        self.settle_intx();
     }
 
     fn map_bar(&mut self, index: u8, base: u64) {
@@ -511,6 +603,7 @@ impl VfioPciDevice {
 
     /// Turns interrupts off on the hardware side and removes the memory slots.
     fn quiesce(&mut self) {
+        self.intx_off();
         if self.msix.as_ref().is_some_and(|m| m.on) {
             let _ = self.dev.set_irqs(MSIX_IRQ, &[]);
         }

@@ -207,6 +207,12 @@ impl DeviceAccess for VfioHandle {
         result.map_err(|e| io::Error::other(e.to_string()))
     }
 
+    fn set_intx_unmask(&self, fd: &EventFd) -> io::Result<()> {
+        self.device
+            .set_irq_resample_fd(crate::region::INTX_IRQ, vec![fd])
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
     fn map(&self, index: u32, offset: u64, size: u64) -> io::Result<Mapping> {
         let len =
             usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

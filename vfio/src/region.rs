@@ -12,6 +12,8 @@ pub const ROM_REGION: u32 = 6;
 /// VFIO region index of the configuration space.
 pub const CONFIG_REGION: u32 = 7;
 
+/// VFIO interrupt index of INTx.
+pub const INTX_IRQ: u32 = 0;
 /// VFIO interrupt index of MSI.
 pub const MSI_IRQ: u32 = 1;
 /// VFIO interrupt index of MSI-X.
@@ -47,6 +49,9 @@ pub trait DeviceAccess: Send {
     /// Has interrupts `0..fds.len()` of kind `index` signal `fds`; an empty list turns the
     /// kind off.
     fn set_irqs(&self, index: u32, fds: &[&EventFd]) -> io::Result<()>;
+    /// Has VFIO unmask INTx when `fd` is signalled (KVM's resample eventfd: the guest
+    /// acknowledged the level-triggered interrupt).
+    fn set_intx_unmask(&self, fd: &EventFd) -> io::Result<()>;
     /// Maps `size` bytes at `offset` of region `index` into the VMM (shared, read/write).
     fn map(&self, index: u32, offset: u64, size: u64) -> io::Result<Mapping>;
     /// Resets the function (function-level reset) if it can be reset.

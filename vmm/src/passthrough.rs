@@ -14,6 +14,7 @@ use ghost_vfio::{Container, GuestMappings, RomSource, VfioDeviceFd, VfioPciDevic
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
 use kvm_ioctls::VmFd;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::{VfioConfig, VmConfig};
 use crate::host::{Host, HostError};
@@ -243,7 +244,12 @@ impl Passthrough {
 
     /// Places every function's BARs, turns memory decoding on as firmware does, and plugs
     /// them into the bus: functions of one host slot share one guest slot.
-    pub(crate) fn plug(self, vm_name: &str, pci: &mut PciPlatform) -> Result<(), VmmError> {
+    pub(crate) fn plug(
+        self,
+        vm: &VmFd,
+        vm_name: &str,
+        pci: &mut PciPlatform,
+    ) -> Result<(), VmmError> {
         let mut slots: BTreeMap<usize, u8> = BTreeMap::new();
         let mut devices = self.devices;
         // Function 0 of each slot first, so the bus sees the slot's multi-function bit right.
@@ -280,6 +286,14 @@ impl Passthrough {
             let devfn = DevFn::new(slot, function).ok_or(VmmError::Pci(
                 ghost_devices::pci::root::PciError::NoFreeSlot.into(),
             ))?;
+            let pin = device.interrupt_pin();
+            if pin != 0 {
+                let gsi = ghost_boot::layout::pci_intx_gsi(slot, pin);
+                if let Err(e) = connect_intx(vm, &mut device, gsi) {
+                    // MSI and MSI-X still work; a guest driver that needs INTx will not.
+                    log::warn!("{vm_name}: {name}: INTx not available (GSI {gsi}): {e}");
+                }
+            }
             let direct: u64 = (0..6).map(|i| device.direct_bytes(i)).sum();
             pci.add_at(devfn, Arc::new(Mutex::new(device)))
                 .map_err(VmmError::Pci)?;
@@ -289,6 +303,17 @@ impl Passthrough {
         }
         Ok(())
     }
+}
+
+/// Wires `device`'s INTx to level-triggered `gsi`: VFIO signals an irqfd; the guest's EOI
+/// signals the resample eventfd, on which VFIO unmasks the line.
+fn connect_intx(vm: &VmFd, device: &mut VfioPciDevice, gsi: u32) -> std::io::Result<()> {
+    let trigger = EventFd::new(EFD_NONBLOCK)?;
+    let resample = EventFd::new(EFD_NONBLOCK)?;
+    vm.register_irqfd_with_resample(&trigger, &resample, gsi)
+        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    // The irqfd goes with the VM fd, which outlives the device.
+    device.connect_intx(trigger, resample)
 }
 
 /// For each `[[vfio]]` entry, its guest slot group and function: entries from one host slot

@@ -200,7 +200,7 @@ impl Vm {
             let at = pci.add_virtio(name.clone(), device)?;
             log::info!("{}: {name} at PCI {at}", config.vm.name);
         }
-        passthrough.plug(&config.vm.name, &mut pci)?;
+        passthrough.plug(&vm_fd, &config.vm.name, &mut pci)?;
 
         let counters = Arc::new(ExitCounters::default());
         let supported_cpuid = kvm

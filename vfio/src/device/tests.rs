@@ -106,6 +106,15 @@ impl DeviceAccess for Fake {
         Ok(())
     }
 
+    fn set_intx_unmask(&self, _fd: &EventFd) -> io::Result<()> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .irqs
+            .push((u32::MAX, 1));
+        Ok(())
+    }
+
     fn map(&self, _index: u32, _offset: u64, size: u64) -> io::Result<Mapping> {
         Mapping::anonymous(size)
     }
@@ -387,6 +396,33 @@ fn msi_is_emulated_and_handed_to_vfio() {
         r.hw.lock().unwrap_or_else(|e| e.into_inner()).irqs.last(),
         Some(&(MSI_IRQ, 0))
     );
+}
+
+#[test]
+fn intx_is_on_exactly_while_msi_is_off() {
+    let mut r = rig(false, RomSource::Device, 0);
+    assert_eq!(r.dev.interrupt_pin(), 1);
+    let fd = || EventFd::new(0).unwrap();
+    r.dev.connect_intx(fd(), fd()).unwrap();
+    // The pin shows once wired; trigger and unmask eventfds went to VFIO.
+    assert_eq!(cfg32(&mut r.dev, 0x3c) >> 8 & 0xff, 1);
+    let irqs = |r: &Rig| r.hw.lock().unwrap_or_else(|e| e.into_inner()).irqs.clone();
+    assert_eq!(irqs(&r), vec![(INTX_IRQ, 1), (u32::MAX, 1)]);
+    // MSI on: INTx off first (VFIO runs one kind at a time).
+    r.dev.config_write(0x42, &1u16.to_le_bytes());
+    assert_eq!(irqs(&r)[2..], [(INTX_IRQ, 0), (MSI_IRQ, 0), (MSI_IRQ, 1)]);
+    // MSI off: INTx back.
+    r.dev.config_write(0x42, &0u16.to_le_bytes());
+    assert_eq!(irqs(&r)[5..], [(MSI_IRQ, 0), (INTX_IRQ, 1), (u32::MAX, 1)]);
+    let hw = r.hw.clone();
+    drop(r);
+    let last = hw
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .irqs
+        .last()
+        .copied();
+    assert_eq!(last, Some((INTX_IRQ, 0)), "off on the way out");
 }
 
 #[test]
