@@ -16,6 +16,8 @@ mod msi;
 mod region;
 
 pub mod bind;
+#[doc(hidden)]
+pub mod testing;
 
 pub use device::{DeviceError, RomSource, VectorFactory, VfioPciDevice};
 pub use handle::{Container, OpenError, VfioHandle};
