@@ -289,6 +289,17 @@ impl fmt::Display for RunReport {
                 secs(s.duration())
             )?;
         }
+        if !self.completed {
+            // Why L2 stopped early: QEMU's own word (an abort in an emulated device, say).
+            let status = self
+                .exit_status
+                .map_or_else(|| "killed".to_owned(), |s| s.to_string());
+            writeln!(
+                f,
+                "  QEMU (L1) {status}; its stderr: {}",
+                self.qemu_stderr.trim()
+            )?;
+        }
         Ok(())
     }
 }
