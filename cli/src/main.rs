@@ -7,13 +7,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ghost_vmm::config::VmConfig;
-use ghost_vmm::VmExit;
+use ghost_vmm::{RunOptions, VmExit};
 
 mod logger;
 mod vfio;
 
 const USAGE: &str = "usage: ghost-vmm <command>
-  run FILE.toml     run the VM until it powers off
+  run [--exit-stats] FILE.toml
+                    run the VM until it powers off; --exit-stats: on each stop, log its
+                    exits by reason and the busiest ports and MMIO pages
   check FILE.toml   validate a VM file (and the host resources it needs) without running it
   doctor [--native] report on this host; --native: exit 0 only if KVM runs stock guests natively
   vfio bind ADDR    move host PCI function ADDR (0000:01:00.0) to vfio-pci, remembering its driver
@@ -30,7 +32,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
-        ["run", file] => run(Path::new(file)),
+        ["run", file] => run(Path::new(file), &RunOptions::default()),
+        ["run", "--exit-stats", file] => run(Path::new(file), &RunOptions { exit_stats: true }),
         ["check", file] => check(Path::new(file)),
         ["doctor"] => doctor(false),
         ["doctor", "--native"] => doctor(true),
@@ -73,12 +76,12 @@ fn load(file: &Path) -> Result<VmConfig, ExitCode> {
     })
 }
 
-fn run(file: &Path) -> ExitCode {
+fn run(file: &Path, options: &RunOptions) -> ExitCode {
     let config = match load(file) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match ghost_vmm::run(&config) {
+    match ghost_vmm::run_with(&config, options) {
         Ok(VmExit::PowerOff) => ExitCode::SUCCESS,
         Ok(VmExit::Reset) => {
             log::info!("guest rebooted; exiting as on_reboot = \"exit\" asks");

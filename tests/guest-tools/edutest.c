@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool.h"
+
 #define BAR0_SIZE (1 << 20)
 #define DMA_BUFFER 0x40000
 /* Less than the whole 4 KiB buffer: QEMU 7.2's edu aborts on a transfer that ends exactly at
@@ -42,17 +44,6 @@ static uint32_t r32(unsigned off) { return bar[off / 4]; }
 static void w32(unsigned off, uint32_t v) { bar[off / 4] = v; }
 static void w64(unsigned off, uint64_t v) { *(volatile uint64_t *)((char *)bar + off) = v; }
 static uint64_t r64(unsigned off) { return *(volatile uint64_t *)((char *)bar + off); }
-
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static int cfg_fd;
 

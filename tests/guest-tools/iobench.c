@@ -6,6 +6,9 @@
  *   iobench seqwrite DEV MIB          sequential 1 MiB O_DIRECT writes (then fdatasync)
  *   iobench randread DEV SECONDS      4 KiB O_DIRECT reads at random offsets, QD1 -> IOPS=
  *   iobench tcpsend  IP PORT MIB      connect, send MIB MiB, close   -> MB/s
+ *   iobench nvmertt  CTRL N           N NVMe admin commands (Get Features, Number of Queues:
+ *                                     no data) on CTRL (/dev/nvme0), each completed by the
+ *                                     controller's MSI-X interrupt -> NVME_ADMIN_RTT_US=
  *
  * Every result is one line "<KEY>=<value>"; errors go to stderr with exit status 1.
  */
@@ -23,19 +26,11 @@
 #include <unistd.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <linux/nvme_ioctl.h>
+
+#include "tool.h"
 
 #define MIB (1024L * 1024L)
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
 
 static void *aligned(size_t len) {
     void *p;
@@ -109,10 +104,25 @@ static int tcpsend(const char *ip, int port, long mib) {
     return 0;
 }
 
+static int nvmertt(const char *ctrl, long n) {
+    if (n <= 0) return 2;
+    int fd = open(ctrl, O_RDONLY);
+    if (fd < 0) die(ctrl);
+    double t0 = now();
+    for (long i = 0; i < n; i++) {
+        struct nvme_admin_cmd cmd = { .opcode = 0x0a /* Get Features */, .cdw10 = 0x07 };
+        if (ioctl(fd, NVME_IOCTL_ADMIN_CMD, &cmd) != 0) die("NVME_IOCTL_ADMIN_CMD");
+    }
+    printf("NVME_ADMIN_RTT_US=%.1f\n", (now() - t0) * 1e6 / n);
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "seqread")) return seq(argv[2], atol(argv[3]), 0);
     if (argc == 4 && !strcmp(argv[1], "seqwrite")) return seq(argv[2], atol(argv[3]), 1);
     if (argc == 4 && !strcmp(argv[1], "randread")) return randread(argv[2], atof(argv[3]));
+    if (argc == 4 && !strcmp(argv[1], "nvmertt")) return nvmertt(argv[2], atol(argv[3]));
     if (argc == 5 && !strcmp(argv[1], "tcpsend")) return tcpsend(argv[2], atoi(argv[3]), atol(argv[4]));
     fprintf(stderr, "usage: see the comment at the top of iobench.c\n");
     return 2;

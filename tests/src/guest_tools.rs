@@ -41,26 +41,3 @@ cmdline = "{cmdline}"
 "#
     )
 }
-
-/// The figures table of a side-by-side run: one row per `KEY=` marker with the ghost-vmm and
-/// QEMU values and their ratio. Panics (failing the test) when a value is missing.
-pub fn ratio_table(
-    ghost: &crate::testhost::ScenarioResult,
-    qemu: &crate::testhost::ScenarioResult,
-    keys: &[&str],
-) -> String {
-    let mut table = String::from("| workload | ghost-vmm | QEMU | ratio |\n|---|---|---|---|\n");
-    for key in keys {
-        let value = |s: &crate::testhost::ScenarioResult, who: &str| {
-            s.value::<f64>(key)
-                .unwrap_or_else(|| panic!("{who} {key}:\n{}", s.transcript()))
-        };
-        let (g, q) = (value(ghost, "ghost-vmm"), value(qemu, "QEMU"));
-        table.push_str(&format!(
-            "| {} | {g:.1} | {q:.1} | {:.2} |\n",
-            key.trim_end_matches('='),
-            g / q
-        ));
-    }
-    table
-}

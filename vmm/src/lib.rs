@@ -23,9 +23,9 @@ mod vm;
 use std::path::PathBuf;
 
 pub use memory::{MemoryBacking, MemoryError};
-pub use vcpu::VmExit;
+pub use vcpu::{ExitStats, VmExit};
 pub use vm::preflight;
-pub use vm::run;
+pub use vm::{run, run_with, RunOptions};
 
 /// Errors running a VM.
 #[derive(Debug, thiserror::Error)]

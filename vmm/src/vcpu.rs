@@ -5,6 +5,8 @@
 //! else is locked on the exit path. To stop, the VMM sets [`VmControl`]'s stop flag and kicks
 //! each thread with [`VCPU_KICK_SIGNAL`] until it leaves KVM_RUN.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -88,17 +90,103 @@ impl PowerHandler for PowerToControl {
     }
 }
 
-/// Counts of exits to userspace, by reason (per VM, summed over vCPUs).
+/// Running totals of PIO and MMIO exits (per VM, shared by its vCPUs): what the boot timer
+/// reports at each guest milestone. The full breakdown is each vCPU's [`ExitStats`].
 #[derive(Debug, Default)]
 pub struct ExitCounters {
     /// Port I/O exits.
     pub pio: AtomicU64,
     /// MMIO exits.
     pub mmio: AtomicU64,
-    /// KVM_RUN interrupted by a signal.
-    pub intr: AtomicU64,
-    /// Accesses no device claimed.
-    pub unclaimed: AtomicU64,
+}
+
+/// One vCPU's exits to userspace by reason and by address, kept by its thread without locks
+/// and summed over vCPUs when the VM stops (`ghost-vmm run --exit-stats`). Counting where a
+/// guest exits is how a slow boot or a slow device path is found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExitStats {
+    /// `in` instructions.
+    pub pio_in: u64,
+    /// `out` instructions.
+    pub pio_out: u64,
+    /// MMIO reads.
+    pub mmio_read: u64,
+    /// MMIO writes.
+    pub mmio_write: u64,
+    /// KVM_RUN interrupted (a kick or another signal).
+    pub intr: u64,
+    /// PIO or MMIO accesses no device claimed.
+    pub unclaimed: u64,
+    /// PIO exits per port.
+    pub by_port: BTreeMap<u16, u64>,
+    /// MMIO exits per 4 KiB guest-physical page.
+    pub by_mmio_page: BTreeMap<u64, u64>,
+}
+
+impl ExitStats {
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &ExitStats) {
+        self.pio_in += other.pio_in;
+        self.pio_out += other.pio_out;
+        self.mmio_read += other.mmio_read;
+        self.mmio_write += other.mmio_write;
+        self.intr += other.intr;
+        self.unclaimed += other.unclaimed;
+        for (port, n) in &other.by_port {
+            *self.by_port.entry(*port).or_default() += n;
+        }
+        for (page, n) in &other.by_mmio_page {
+            *self.by_mmio_page.entry(*page).or_default() += n;
+        }
+    }
+
+    /// All exits counted.
+    pub fn total(&self) -> u64 {
+        self.pio_in + self.pio_out + self.mmio_read + self.mmio_write + self.intr
+    }
+
+    /// A few lines for a person: totals by reason, then the `top` busiest ports and pages.
+    pub fn report(&self, top: usize) -> String {
+        let mut out = format!(
+            "exits {} (pio in {}, pio out {}, mmio read {}, mmio write {}, interrupted {}, unclaimed {})",
+            self.total(),
+            self.pio_in,
+            self.pio_out,
+            self.mmio_read,
+            self.mmio_write,
+            self.intr,
+            self.unclaimed
+        );
+        let busiest = |map: &mut dyn Iterator<Item = (u64, u64)>| {
+            let mut v: Vec<(u64, u64)> = map.collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v.truncate(top);
+            v
+        };
+        let ports = busiest(&mut self.by_port.iter().map(|(p, n)| (u64::from(*p), *n)));
+        if !ports.is_empty() {
+            out.push_str("\n  busiest ports:");
+            for (port, n) in ports {
+                let _ = write!(out, " {port:#x}={n}");
+            }
+        }
+        let pages = busiest(&mut self.by_mmio_page.iter().map(|(p, n)| (*p, *n)));
+        if !pages.is_empty() {
+            out.push_str("\n  busiest MMIO pages:");
+            for (page, n) in pages {
+                let _ = write!(out, " {page:#x}={n}");
+            }
+        }
+        out
+    }
+
+    fn pio(&mut self, port: u16) {
+        *self.by_port.entry(port).or_default() += 1;
+    }
+
+    fn mmio(&mut self, addr: u64) {
+        *self.by_mmio_page.entry(addr & !0xfff).or_default() += 1;
+    }
 }
 
 /// The signal used to kick a vCPU thread out of KVM_RUN.
@@ -122,6 +210,7 @@ pub struct Vcpu {
     mmio: Arc<Bus>,
     control: Arc<VmControl>,
     counters: Arc<ExitCounters>,
+    stats: ExitStats,
 }
 
 impl std::fmt::Debug for Vcpu {
@@ -147,11 +236,13 @@ impl Vcpu {
             mmio,
             control,
             counters,
+            stats: ExitStats::default(),
         }
     }
 
     /// Runs until the VM stops; a fatal condition is reported through the [`VmControl`].
-    pub fn run(mut self) {
+    /// Returns this vCPU's exit statistics.
+    pub fn run(mut self) -> ExitStats {
         while !self.control.stopping() {
             if let Err(fatal) = self.run_once() {
                 self.control.request_exit(VmExit::Fatal(fatal));
@@ -161,39 +252,49 @@ impl Vcpu {
             // Where a guest was when the VMM was told to stop: the first clue to a hung guest.
             log::info!("{}", self.fatal("stopped"));
         }
+        self.stats
     }
 
     /// One KVM_RUN and its exit. `Err` carries the fatal message.
     fn run_once(&mut self) -> Result<(), String> {
         let counters = &self.counters;
+        let stats = &mut self.stats;
         match self.fd.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 counters.pio.fetch_add(1, Ordering::Relaxed);
+                stats.pio_in += 1;
+                stats.pio(port);
                 if !self.pio.read(u64::from(port), data) {
-                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                    stats.unclaimed += 1;
                     data.fill(0xff);
                 }
                 Ok(())
             }
             Ok(VcpuExit::IoOut(port, data)) => {
                 counters.pio.fetch_add(1, Ordering::Relaxed);
+                stats.pio_out += 1;
+                stats.pio(port);
                 if !self.pio.write(u64::from(port), data) {
-                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                    stats.unclaimed += 1;
                 }
                 Ok(())
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 counters.mmio.fetch_add(1, Ordering::Relaxed);
+                stats.mmio_read += 1;
+                stats.mmio(addr);
                 if !self.mmio.read(addr, data) {
-                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                    stats.unclaimed += 1;
                     data.fill(0xff);
                 }
                 Ok(())
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 counters.mmio.fetch_add(1, Ordering::Relaxed);
+                stats.mmio_write += 1;
+                stats.mmio(addr);
                 if !self.mmio.write(addr, data) {
-                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                    stats.unclaimed += 1;
                 }
                 Ok(())
             }
@@ -222,7 +323,7 @@ impl Vcpu {
                 Ok(())
             }
             Ok(VcpuExit::Intr) => {
-                counters.intr.fetch_add(1, Ordering::Relaxed);
+                stats.intr += 1;
                 Ok(())
             }
             Ok(other) => {
@@ -230,7 +331,7 @@ impl Vcpu {
                 Err(self.fatal(&what))
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                counters.intr.fetch_add(1, Ordering::Relaxed);
+                stats.intr += 1;
                 Ok(())
             }
             Err(e) => Err(self.fatal(&format!("KVM_RUN failed: {e}"))),
@@ -247,5 +348,41 @@ impl Vcpu {
             (Err(e), _) | (_, Err(e)) => format!("registers unavailable: {e}"),
         };
         format!("vCPU {}: {what}: {regs}", self.index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_stats_merge_and_name_the_busiest_ports_and_pages() {
+        let mut a = ExitStats::default();
+        for _ in 0..5 {
+            a.pio_out += 1;
+            a.pio(0x3f8);
+        }
+        a.pio_in += 1;
+        a.pio(0x3fd);
+        let mut b = ExitStats::default();
+        for addr in [0xc000_0004, 0xc000_0ffc, 0xc000_1000] {
+            b.mmio_write += 1;
+            b.mmio(addr);
+        }
+        b.pio_out += 2;
+        b.pio(0x3fd);
+        b.pio(0x3fd);
+        b.intr = 4;
+        a.merge(&b);
+        assert_eq!(a.total(), 5 + 1 + 3 + 2 + 4);
+        assert_eq!(a.by_port.get(&0x3fd), Some(&3));
+        assert_eq!(a.by_mmio_page.get(&0xc000_0000), Some(&2));
+        let report = a.report(1);
+        assert!(report.starts_with("exits 15 (pio in 1, pio out 7, mmio read 0, mmio write 3, interrupted 4, unclaimed 0)"), "{report}");
+        assert!(report.contains("busiest ports: 0x3f8=5\n"), "{report}");
+        assert!(
+            report.ends_with("busiest MMIO pages: 0xc0000000=2"),
+            "{report}"
+        );
     }
 }

@@ -5,10 +5,11 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use ghost_boot::layout;
+use ghost_devices::boot_timer::{BootTimer, MilestoneSink};
 use ghost_devices::i8042::{I8042Device, I8042_DATA_PORT, I8042_PORT_LEN};
 use ghost_devices::power::AcpiPowerDevice;
 use ghost_devices::serial::{SerialDevice, SerialOutput, SERIAL_PORT_LEN};
@@ -28,7 +29,8 @@ use crate::memory::{create_guest_memory, MemoryBacking};
 use crate::passthrough::{HostBindings, KvmSlots, Passthrough};
 use crate::pci::PciPlatform;
 use crate::vcpu::{
-    install_kick_handler, vcpu_kick_signal, ExitCounters, PowerToControl, Vcpu, VmControl, VmExit,
+    install_kick_handler, vcpu_kick_signal, ExitCounters, ExitStats, PowerToControl, Vcpu,
+    VmControl, VmExit,
 };
 use crate::{boot, VmmError};
 
@@ -51,9 +53,23 @@ extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut li
     }
 }
 
+/// How to run a VM, beyond its file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Log each boot's exits by reason and the busiest ports and MMIO pages when it stops
+    /// (at `warn` level, so they show without `GHOST_LOG`).
+    pub exit_stats: bool,
+}
+
 /// Runs the VM described by `config` until it powers off (or reboots with
 /// `on_reboot = "exit"`), restarting it in place on guest reboot.
 pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
+    run_with(config, &RunOptions::default())
+}
+
+/// [`run`] with [`RunOptions`].
+pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> {
+    let started = Instant::now();
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
     install_kick_handler().map_err(VmmError::Signals)?;
     let stop_evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
@@ -73,7 +89,7 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
     // Passed-through devices: checked, and bound to vfio-pci where the file asks; given back
     // on every way out of this function.
     let bindings = HostBindings::prepare(config)?;
-    let result = run_until_exit(&kvm, config, &backends, &stop_evt);
+    let result = run_until_exit(&kvm, config, options, &backends, &stop_evt, started);
     bindings.restore();
     STOP_SIGNAL_FD.store(-1, Ordering::SeqCst);
     result
@@ -82,12 +98,21 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
 fn run_until_exit(
     kvm: &Kvm,
     config: &VmConfig,
+    options: &RunOptions,
     backends: &Backends,
     stop_evt: &EventFd,
+    started: Instant,
 ) -> Result<VmExit, VmmError> {
+    // The first boot's milestones count from the VMM's start; a restart's from its own.
+    let mut boot_start = started;
     loop {
-        let vm = Vm::new(kvm, config, backends)?;
-        match vm.run(stop_evt)? {
+        let vm = Vm::new(kvm, config, backends, boot_start)?;
+        let (exit, stats) = vm.run(stop_evt)?;
+        if options.exit_stats {
+            log::warn!("{}: {}", config.vm.name, stats.report(8));
+        }
+        boot_start = Instant::now();
+        match exit {
             VmExit::Reset if config.vm.on_reboot == OnReboot::Restart => {
                 log::info!("{}: guest reset; restarting", config.vm.name);
                 continue;
@@ -109,11 +134,15 @@ struct Vm {
     console_input: bool,
     affinity: Option<Vec<usize>>,
     name: String,
-    counters: Arc<ExitCounters>,
 }
 
 impl Vm {
-    fn new(kvm: &Kvm, config: &VmConfig, backends: &Backends) -> Result<Self, VmmError> {
+    fn new(
+        kvm: &Kvm,
+        config: &VmConfig,
+        backends: &Backends,
+        boot_start: Instant,
+    ) -> Result<Self, VmmError> {
         let vm_fd = Arc::new(kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?);
         vm_fd
             .set_tss_address(KVM_TSS_ADDRESS)
@@ -156,6 +185,7 @@ impl Vm {
         ));
         let pio = Arc::new(Bus::new());
         let mmio = Arc::new(Bus::new());
+        let counters = Arc::new(ExitCounters::default());
         let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
         vm_fd
             .register_irqfd(&serial_irq, layout::COM1_GSI)
@@ -194,6 +224,18 @@ impl Vm {
             I8042_PORT_LEN,
         )?;
 
+        pio.insert(
+            Arc::new(Mutex::new(BootTimer::new(
+                boot_start,
+                MilestoneLog {
+                    vm: config.vm.name.clone(),
+                    counters: counters.clone(),
+                },
+            ))),
+            u64::from(layout::BOOT_TIMER_PORT),
+            1,
+        )?;
+
         let mut pci =
             PciPlatform::new(vm_fd.clone(), memory.clone(), mmio64, routing, &pio, &mmio)?;
         for (name, device) in backends.devices(config)? {
@@ -202,7 +244,6 @@ impl Vm {
         }
         passthrough.plug(&vm_fd, &config.vm.name, &mut pci)?;
 
-        let counters = Arc::new(ExitCounters::default());
         let supported_cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
@@ -233,12 +274,11 @@ impl Vm {
             console_input: config.serial.mode == SerialMode::Stdio,
             affinity: config.vm.cpu_affinity.clone(),
             name: config.vm.name.clone(),
-            counters,
         })
     }
 
-    /// Runs until the guest or the VMM stops the VM.
-    fn run(self, stop_evt: &EventFd) -> Result<VmExit, VmmError> {
+    /// Runs until the guest or the VMM stops the VM; returns why, and the exits of all vCPUs.
+    fn run(self, stop_evt: &EventFd) -> Result<(VmExit, ExitStats), VmmError> {
         let mut events = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
             .map_err(VmmError::EventManager)?;
         events.add_subscriber(Arc::new(Mutex::new(ExitWatcher {
@@ -261,7 +301,7 @@ impl Vm {
             }
         }
 
-        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(self.vcpus.len());
+        let mut threads: Vec<JoinHandle<ExitStats>> = Vec::with_capacity(self.vcpus.len());
         for (i, vcpu) in self.vcpus.into_iter().enumerate() {
             let cpu = self.affinity.as_ref().and_then(|a| a.get(i).copied());
             let spawned = std::thread::Builder::new()
@@ -270,7 +310,7 @@ impl Vm {
                     if let Some(cpu) = cpu {
                         pin_current_thread(cpu);
                     }
-                    vcpu.run();
+                    vcpu.run()
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -288,30 +328,49 @@ impl Vm {
                     .request_exit(VmExit::Fatal(format!("device event loop failed: {e}")));
             }
         }
-        stop_vcpus(threads, vcpu_kick_signal());
-        let c = &self.counters;
-        log::debug!(
-            "{}: exits pio={} mmio={} intr={} unclaimed={}",
-            self.name,
-            c.pio.load(Ordering::Relaxed),
-            c.mmio.load(Ordering::Relaxed),
-            c.intr.load(Ordering::Relaxed),
-            c.unclaimed.load(Ordering::Relaxed)
-        );
-        Ok(self.control.reason().unwrap_or(VmExit::Stopped))
+        let stats = stop_vcpus(threads, vcpu_kick_signal());
+        log::debug!("{}: {}", self.name, stats.report(8));
+        Ok((self.control.reason().unwrap_or(VmExit::Stopped), stats))
     }
 }
 
-/// Kicks every vCPU thread out of KVM_RUN until it has returned, then joins it. A kick can
-/// land just before a thread enters KVM_RUN, so it is repeated until the thread is gone.
-fn stop_vcpus(threads: Vec<JoinHandle<()>>, signal: i32) {
+/// Logs the guest's boot-timer milestones with the exits the VM has taken so far.
+struct MilestoneLog {
+    vm: String,
+    counters: Arc<ExitCounters>,
+}
+
+impl MilestoneSink for MilestoneLog {
+    fn milestone(&self, value: u8, elapsed: Duration) {
+        log::info!(
+            "{}: guest milestone {value} at {:.1} ms (exits so far: pio {}, mmio {})",
+            self.vm,
+            elapsed.as_secs_f64() * 1e3,
+            self.counters.pio.load(Ordering::Relaxed),
+            self.counters.mmio.load(Ordering::Relaxed)
+        );
+    }
+
+    fn suppressed(&self) {
+        log::info!("{}: further guest milestones are not logged", self.vm);
+    }
+}
+
+/// Kicks every vCPU thread out of KVM_RUN until it has returned, then joins it, summing the
+/// threads' exit statistics. A kick can land just before a thread enters KVM_RUN, so it is
+/// repeated until the thread is gone.
+fn stop_vcpus(threads: Vec<JoinHandle<ExitStats>>, signal: i32) -> ExitStats {
+    let mut total = ExitStats::default();
     for t in threads {
         while !t.is_finished() {
             let _ = t.kill(signal);
             std::thread::sleep(Duration::from_millis(1));
         }
-        let _ = t.join();
+        if let Ok(stats) = t.join() {
+            total.merge(&stats);
+        }
     }
+    total
 }
 
 fn pin_current_thread(cpu: usize) {

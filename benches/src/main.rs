@@ -1,0 +1,712 @@
+//! `ghost-bench`: ghost-vmm and QEMU side by side, in one nested test-host run.
+//!
+//! ```text
+//! cargo run --release -p ghost-benches --bin ghost-bench -- [--runs N] [--quick] [--out DIR]
+//! ```
+//!
+//! Each run boots the same L3 guest (Debian's cloud kernel, 1 vCPU, 256 MiB, a 128 MiB raw
+//! disk, a TAP) under every VMM and takes every figure of [`ghost_benches::FIGURES`]: boot
+//! and exit times, the VMM's memory beyond guest RAM at idle, block and TCP throughput, the
+//! cost of one PIO and one MMIO exit, then passthrough (edu's BAR read, the interrupt round
+//! trip: nvme admin commands completed by MSI-X, nvme QD1 reads) with both devices given to each VMM in turn. The VMMs alternate
+//! within a run, so drift on the shared machine hits both alike. A scenario whose guest did
+//! not finish is reported and run once more; a test host that dies is booted again for what
+//! is left. The table of medians and ratios is printed and written to `DIR/<date>.md`
+//! (default `benches/results`; with `--quick`, `target/bench-results`).
+//!
+//! `--quick` (CI) takes one run with smaller workloads: it proves the harness and both VMMs
+//! still produce every figure, without judging them. Exit status: 0 with every figure
+//! present, 1 otherwise, 2 for bad usage.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ghost_benches::{figure, today, Samples, FIGURES};
+use ghost_tests::guest_tools::{build_static, vm_file};
+use ghost_tests::testhost::{
+    workspace_root, GuestInitramfs, Outcome, RunReport, Scenario, ScenarioResult, TestHost,
+    VIRTIO_MODULES,
+};
+
+const KERNEL: &str = "/ghost/kernel/cloud/bzImage";
+const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+/// L2's passed-through devices (see `host()`): QEMU's edu and an nvme disk.
+const EDU: &str = "0000:00:10.0";
+const NVME: &str = "0000:00:11.0";
+/// The boot-timer port (ghost_boot::layout::BOOT_TIMER_PORT). ghost-vmm's VM file passes it
+/// to the guest's init as `bench_timer=` on the kernel command line (an unknown parameter
+/// with a value becomes an environment variable of init); under QEMU the guest skips it.
+const BOOT_TIMER_PORT: &str = "0x440";
+/// Guest RAM of every benchmark VM, in KiB (what the memory figure subtracts).
+const GUEST_RAM_KIB: u64 = 256 * 1024;
+const USAGE: &str = "usage: ghost-bench [--runs N] [--quick] [--out DIR]";
+
+/// How much each workload does.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    seq_mib: u32,
+    rand_s: u32,
+    tcp_mib: u32,
+    exits: u32,
+    bar_reads: u32,
+    irqs: u32,
+}
+
+const FULL: Sizes = Sizes {
+    seq_mib: 96,
+    rand_s: 5,
+    tcp_mib: 64,
+    exits: 20_000,
+    bar_reads: 20_000,
+    irqs: 200,
+};
+
+const QUICK: Sizes = Sizes {
+    seq_mib: 32,
+    rand_s: 2,
+    tcp_mib: 16,
+    exits: 5_000,
+    bar_reads: 5_000,
+    irqs: 50,
+};
+
+#[derive(Debug)]
+struct Options {
+    runs: usize,
+    quick: bool,
+    out: PathBuf,
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut runs = None;
+    let mut quick = false;
+    let mut out = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--runs" => {
+                let n = it.next().ok_or("--runs needs a number")?;
+                runs = Some(
+                    n.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=50).contains(n))
+                        .ok_or_else(|| format!("--runs {n}: give 1 to 50"))?,
+                );
+            }
+            "--out" => out = Some(PathBuf::from(it.next().ok_or("--out needs a folder")?)),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let root = workspace_root();
+    Ok(Options {
+        runs: runs.unwrap_or(if quick { 1 } else { 5 }),
+        quick,
+        out: out.unwrap_or_else(|| {
+            if quick {
+                root.join("target/bench-results")
+            } else {
+                root.join("benches/results")
+            }
+        }),
+    })
+}
+
+/// One VMM under test: how it runs the general guest and the passthrough guest.
+struct Vmm {
+    label: &'static str,
+    /// Short name for scenario names.
+    short: &'static str,
+    general: String,
+    passthrough: String,
+    /// Whether a missing figure fails the run (ghost-vmm and the QEMU it is judged against);
+    /// the other columns are for reference.
+    required: bool,
+    /// Whether the guest reaches config space through 0xCF8/0xCFC (not so on microvm, whose
+    /// PCIe host is ECAM only): the PIO figure is taken only where it is PIO.
+    config_pio: bool,
+}
+
+fn vmms() -> Vec<Vmm> {
+    // QEMU as lean as it is configured for this job: no default devices, no VGA, modern-only
+    // virtio (as ghost-vmm's), the same disk and TAP. vhost-net is off: L2 has no vhost_net,
+    // and ghost-vmm has no vhost either.
+    let qemu = |machine: &str, initrd: &str, devices: &str| {
+        format!(
+            "$QEMU -accel kvm -machine {machine} -cpu host -smp 1 -m 256 -nodefaults \
+             -no-user-config -display none -serial stdio -no-reboot -kernel {KERNEL} \
+             -initrd /ghost/initrd/{initrd}.cpio.gz -append \"{CMDLINE}\" {devices}"
+        )
+    };
+    let virtio = "-drive file=/tmp/bench.img,if=none,id=d0,format=raw \
+                  -device virtio-blk-pci,drive=d0,disable-legacy=on \
+                  -netdev tap,id=n0,ifname=tapb,script=no,downscript=no,vhost=off \
+                  -device virtio-net-pci,netdev=n0,disable-legacy=on";
+    let vfio = format!("-device vfio-pci,host={EDU} -device vfio-pci,host={NVME}");
+    vec![
+        Vmm {
+            label: "ghost-vmm",
+            short: "ghost",
+            general: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/bench.toml".into(),
+            passthrough: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/pt.toml".into(),
+            required: true,
+            config_pio: true,
+        },
+        Vmm {
+            label: "QEMU q35",
+            short: "q35",
+            general: qemu("q35", "bench", virtio),
+            passthrough: qemu("q35", "pt", &vfio),
+            required: true,
+            config_pio: true,
+        },
+        // microvm with a PCIe host (GPEX, ECAM only) so that the same virtio-pci and vfio-pci
+        // devices plug in; SeaBIOS's microvm build as firmware.
+        Vmm {
+            label: "QEMU microvm",
+            short: "microvm",
+            general: qemu("microvm,pcie=on", "bench", virtio),
+            passthrough: qemu("microvm,pcie=on", "pt", &vfio),
+            required: false,
+            config_pio: false,
+        },
+    ]
+}
+
+/// The general guest: init milestone, wait for "go" (the host measures memory at idle),
+/// then the exit micro-benchmarks, block, and TCP.
+fn general_guest(s: Sizes) -> String {
+    format!(
+        r#"[ -n "$bench_timer" ] && /bin/exitbench mark $bench_timer 1
+echo BENCH-INIT-OK
+read -r _go
+/bin/exitbench cfg /sys/bus/pci/devices/0000:00:00.0 {exits}
+# The kernel will not map a BAR a driver holds: virtio-net's function leaves its driver
+# for the MMIO figure and comes back before the network is used.
+net=
+for d in /sys/bus/pci/devices/*; do
+    [ "$(cat $d/vendor)" = 0x1af4 ] && [ "$(cat $d/class)" = 0x020000 ] && net=$d
+done
+if [ -n "$net" ]; then
+    echo "${{net##*/}}" >/sys/bus/pci/drivers/virtio-pci/unbind
+    /bin/exitbench mmio $net {exits}
+    echo "${{net##*/}}" >/sys/bus/pci/drivers/virtio-pci/bind
+else
+    echo NO_VIRTIO_NET
+fi
+/bin/iobench seqwrite /dev/vda {seq} 2>&1
+/bin/iobench seqread /dev/vda {seq} 2>&1
+/bin/iobench randread /dev/vda {rand} 2>&1
+n=0
+until [ -e /sys/class/net/eth0 ]; do
+    n=$((n + 1)); [ $n -ge 100 ] && {{ echo ETH0_NEVER; break; }}
+    sleep 0.1
+done
+ip link set eth0 up
+ip addr add 10.0.3.15/24 dev eth0
+n=0
+until ping -c 1 -W 1 10.0.3.1 >/dev/null 2>&1; do
+    n=$((n + 1)); [ $n -ge 60 ] && {{ echo PING_NEVER; break; }}
+done
+/bin/iobench tcpsend 10.0.3.1 5001 {tcp} 2>&1
+echo BENCH-DONE
+"#,
+        exits = s.exits,
+        seq = s.seq_mib,
+        rand = s.rand_s,
+        tcp = s.tcp_mib,
+    )
+}
+
+/// The passthrough guest: edu's BAR read through sysfs, nvme admin commands (each completed
+/// by an MSI-X interrupt through the VMM's irqfd route), then nvme QD1 random reads.
+fn passthrough_guest(s: Sizes) -> String {
+    format!(
+        r#"echo BENCH-INIT-OK
+edu=
+for d in /sys/bus/pci/devices/*; do
+    [ "$(cat $d/device)" = 0x11e8 ] && edu=$d
+done
+if [ -n "$edu" ]; then
+    echo 1 >$edu/enable
+    /bin/edutest $edu latency {bar_reads}
+else
+    echo NO_EDU
+fi
+n=0
+until [ -b /dev/nvme0n1 ]; do
+    n=$((n + 1)); [ $n -ge 300 ] && {{ echo NVME_NEVER; break; }}
+    sleep 0.1
+done
+/bin/iobench nvmertt /dev/nvme0 {irqs} 2>&1
+/bin/iobench randread /dev/nvme0n1 {rand} 2>&1 | sed 's/^RAND_READ_IOPS=/NVME_IOPS=/'
+echo BENCH-DONE
+"#,
+        bar_reads = s.bar_reads,
+        irqs = s.irqs,
+        rand = s.rand_s,
+    )
+}
+
+/// L2 side of the general guest under `cmd`, as VM `name`: a fresh disk image, the VMM's
+/// memory once the guest idles at init, then a TCP sink on the TAP the VMM created.
+fn general_l2(name: &str, cmd: &str) -> String {
+    format!(
+        r#"wait_listening() {{
+    _n=0
+    until netstat -ltn 2>/dev/null | grep -q ":$1 "; do
+        _n=$((_n + 1)); [ $_n -ge 100 ] && {{ echo "nothing listens on $1"; return 1; }}
+        sleep 0.1
+    done
+}}
+rm -f /tmp/bench.img
+dd if=/dev/zero of=/tmp/bench.img bs=1M count=128 2>/dev/null
+ghost_mark start
+vm_start {name} {cmd}
+vm_wait_for {name} BENCH-INIT-OK 120 || {{ vm_kill {name}; exit 1; }}
+# Idle: the guest waits on its console. Let its boot's last work settle, then measure.
+sleep 1
+pid=$(cat $GHOST_VM_DIR/{name}.pid)
+echo "VMM_RSS_KB=$(awk '/^VmRSS:/ {{ print $2 }}' /proc/$pid/status)"
+# Every mapping of guest-RAM size is guest RAM; the rest of the RSS is the VMM's own.
+echo "VMM_OVERHEAD_KB=$(awk -v ram={GUEST_RAM_KIB} '
+    $1 ~ /^[0-9a-f]+-[0-9a-f]+$/ {{ guest = 0 }}
+    $1 == "Size:" {{ guest = ($2 >= ram && $2 <= ram + 8192) }}
+    $1 == "Rss:" {{ total += $2; if (guest) g += $2 }}
+    END {{ print total - g }}' /proc/$pid/smaps)"
+n=0
+until [ -e /sys/class/net/tapb ]; do
+    n=$((n + 1)); [ $n -ge 600 ] && {{ echo TAP_NEVER; vm_kill {name}; exit 1; }}
+    sleep 0.1
+done
+(sleep 240) | nc -l -p 5001 >/dev/null &
+wait_listening 5001 || {{ vm_kill {name}; exit 1; }}
+ip addr add 10.0.3.1/24 dev tapb
+ip link set tapb up
+vm_send {name} go
+vm_wait {name} 280
+echo "VMM_RC=$?"
+"#
+    )
+}
+
+/// L2 side of the passthrough guest: both devices on vfio-pci for the run, back after.
+fn passthrough_l2(name: &str, cmd: &str) -> String {
+    format!(
+        r#"$GHOST_VMM vfio bind {EDU} >/dev/null || exit 1
+$GHOST_VMM vfio bind {NVME} >/dev/null || exit 1
+vm_start {name} {cmd}
+vm_wait {name} 150
+echo "VMM_RC=$?"
+$GHOST_VMM vfio unbind {EDU} >/dev/null
+$GHOST_VMM vfio unbind {NVME} >/dev/null
+"#
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    General,
+    Passthrough,
+}
+
+/// One scenario of the plan: a kind of guest under one VMM in one run.
+#[derive(Debug, Clone)]
+struct Job {
+    kind: Kind,
+    vmm: usize,
+    run: usize,
+}
+
+impl Job {
+    fn name(&self, vmms: &[Vmm]) -> String {
+        let who = vmms[self.vmm].short;
+        let what = match self.kind {
+            Kind::General => "general",
+            Kind::Passthrough => "pt",
+        };
+        format!("{what}-{who}-{}", self.run)
+    }
+
+    fn scenario(&self, vmms: &[Vmm]) -> Scenario {
+        let vmm = &vmms[self.vmm];
+        let short = format!("b{}", self.vmm);
+        let (script, timeout) = match self.kind {
+            Kind::General => (general_l2(&short, &vmm.general), 300),
+            Kind::Passthrough => (passthrough_l2(&short, &vmm.passthrough), 180),
+        };
+        Scenario::new(self.name(vmms), script).timeout(Duration::from_secs(timeout))
+    }
+}
+
+/// A finished guest's figures, or why there are none.
+fn figures_of(
+    s: &ScenarioResult,
+    kind: Kind,
+    vmm: &Vmm,
+    ghost: bool,
+) -> Result<Vec<(&'static str, f64)>, String> {
+    if !s.succeeded() || !s.contains("BENCH-DONE") || s.value::<i32>("VMM_RC=") != Some(0) {
+        let vmm_rc = s.line_after("VMM_RC=").unwrap_or("none");
+        let last_error = s
+            .lines
+            .iter()
+            .rev()
+            .find(|l| l.text.contains("error") || l.text.contains("NEVER"))
+            .map_or(String::new(), |l| {
+                format!("; last error: {}", l.text.trim())
+            });
+        return Err(format!(
+            "{}: the guest did not finish its workloads (script {:?}, VMM exit status {vmm_rc}){last_error}",
+            s.name,
+            s.outcome()
+        ));
+    }
+    let mut out = Vec::new();
+    let mut take = |key: &'static str, value: Option<f64>| {
+        if let Some(v) = value {
+            out.push((key, v));
+        }
+    };
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    match kind {
+        Kind::General => {
+            take(
+                "boot_ms",
+                ms(s.time_between("@@GHOST-MARK start", "BENCH-INIT-OK")),
+            );
+            take("exit_ms", ms(s.time_between("BENCH-DONE", "VMM_RC=")));
+            take(
+                "rss_overhead_mib",
+                s.value::<f64>("VMM_OVERHEAD_KB=").map(|kb| kb / 1024.0),
+            );
+            take("seq_write_mbs", s.value("SEQ_WRITE_MBS="));
+            take("seq_read_mbs", s.value("SEQ_READ_MBS="));
+            take("rand_read_iops", s.value("RAND_READ_IOPS="));
+            take("tcp_mbs", s.value("TCP_SEND_MBS="));
+            if vmm.config_pio {
+                take("pio_exit_ns", s.value("PIO_EXIT_NS="));
+            }
+            take("mmio_exit_ns", s.value("MMIO_EXIT_NS="));
+            if ghost {
+                // "guest milestone 1 at 812.3 ms (exits so far: pio 1234, mmio 56)"
+                if let Some(rest) = s.line_after("guest milestone 1 at ") {
+                    let words: Vec<&str> = rest
+                        .split(|c: char| c.is_whitespace() || c == ',' || c == ')')
+                        .filter(|w| !w.is_empty())
+                        .collect();
+                    take("timer_ms", words.first().and_then(|w| w.parse().ok()));
+                    let count = |name: &str| {
+                        let at = words.iter().position(|w| *w == name)?;
+                        words.get(at + 1)?.parse::<f64>().ok()
+                    };
+                    if let (Some(p), Some(m)) = (count("pio"), count("mmio")) {
+                        take("boot_exits", Some(p + m));
+                    }
+                }
+            }
+        }
+        Kind::Passthrough => {
+            take("bar_read_ns", s.value("BAR_READ_NS="));
+            take("nvme_admin_us", s.value("NVME_ADMIN_RTT_US="));
+            take("nvme_iops", s.value("NVME_IOPS="));
+        }
+    }
+    Ok(out)
+}
+
+/// What the harness learned from all host runs.
+#[derive(Default)]
+struct Collected {
+    samples: Samples,
+    /// Scenarios that did not finish, with the end of their output.
+    incomplete: Vec<String>,
+    /// ghost-vmm's exit statistics of its last general run.
+    ghost_exit_stats: Option<String>,
+    environment: Vec<String>,
+    host_boots: usize,
+}
+
+fn build_host(work: &Path, sizes: Sizes) -> Result<TestHost, String> {
+    let exitbench = build_static(work, "exitbench");
+    let iobench = build_static(work, "iobench");
+    let edutest = build_static(work, "edutest");
+    let nvme = work.join("nvme.img");
+    std::fs::write(&nvme, vec![0x5au8; 64 << 20]).map_err(|e| format!("nvme image: {e}"))?;
+    let vfio = |host: &str| format!("[[vfio]]\nhost = \"{host}\"\nbind = false\n");
+    let bench_toml = vm_file(
+        "bench",
+        KERNEL,
+        "bench",
+        &format!("{CMDLINE} bench_timer={BOOT_TIMER_PORT}"),
+        "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n",
+    );
+    let pt_toml = vm_file(
+        "pt",
+        KERNEL,
+        "pt",
+        CMDLINE,
+        &format!("{}{}", vfio(EDU), vfio(NVME)),
+    );
+    let host = TestHost::new("bench")
+        .map_err(|e| format!("test-host assets (tests/testhost/setup.sh): {e}"))?
+        .with_built_ghost_vmm()
+        .map_err(|e| format!("a built ghost-vmm (cargo build --release -p ghost-cli): {e}"))?
+        .qemu_args([
+            "-device".to_owned(),
+            "edu,addr=0x10".to_owned(),
+            "-drive".to_owned(),
+            format!("file={},if=none,id=nv0,format=raw", nvme.display()),
+            "-device".to_owned(),
+            "nvme,drive=nv0,serial=ghost-bench,addr=0x11".to_owned(),
+        ])
+        .guest(
+            "bench",
+            GuestInitramfs::new(general_guest(sizes))
+                .modules(VIRTIO_MODULES)
+                .file("/bin/exitbench", exitbench, 0o755)
+                .file("/bin/iobench", iobench.clone(), 0o755),
+        )
+        .guest(
+            "pt",
+            GuestInitramfs::new(passthrough_guest(sizes))
+                .file("/bin/edutest", edutest, 0o755)
+                .file("/bin/iobench", iobench, 0o755),
+        )
+        .file("/ghost/vm/bench.toml", bench_toml, 0o644)
+        .file("/ghost/vm/pt.toml", pt_toml, 0o644);
+    Ok(host)
+}
+
+/// Runs `jobs` (a scenario each) in as few test-host boots as it takes: a scenario that did
+/// not finish runs once more, and a host that died is booted again for what it had left.
+fn collect(
+    host: &TestHost,
+    vmms: &[Vmm],
+    jobs: Vec<Job>,
+    out: &mut Collected,
+) -> Result<(), String> {
+    let mut pending = jobs;
+    let mut retried: Vec<String> = Vec::new();
+    while !pending.is_empty() && out.host_boots < 3 {
+        out.host_boots += 1;
+        let mut scenarios = vec![Scenario::new(
+            "versions",
+            "echo \"L2_QEMU=$($QEMU --version | head -n 1)\"\necho \"L2_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)\"",
+        )];
+        scenarios.extend(pending.iter().map(|j| j.scenario(vmms)));
+        eprintln!(
+            "ghost-bench: test-host boot {} with {} scenarios",
+            out.host_boots,
+            pending.len()
+        );
+        let report: RunReport = host
+            .run(&scenarios)
+            .map_err(|e| format!("test host: {e}"))?;
+        if out.environment.is_empty() {
+            environment(&report, &mut out.environment);
+        }
+        let mut next = Vec::new();
+        for job in pending {
+            let name = job.name(vmms);
+            let Some(s) = report.scenario(&name) else {
+                next.push(job);
+                continue;
+            };
+            match figures_of(s, job.kind, &vmms[job.vmm], job.vmm == 0) {
+                Ok(figures) => {
+                    for (key, value) in figures {
+                        out.samples.record(vmms[job.vmm].label, key, value);
+                    }
+                    if job.vmm == 0 && job.kind == Kind::General {
+                        out.ghost_exit_stats = exit_stats(s);
+                    }
+                }
+                Err(why) => {
+                    let tail: Vec<String> = s
+                        .transcript()
+                        .lines()
+                        .rev()
+                        .take(15)
+                        .map(str::to_owned)
+                        .collect();
+                    let tail: Vec<String> = tail.into_iter().rev().collect();
+                    eprintln!("ghost-bench: {why}; its last lines:\n{}", tail.join("\n"));
+                    out.incomplete.push(why);
+                    if !retried.contains(&name) && s.outcome() != Outcome::NotStarted {
+                        retried.push(name);
+                        next.push(job);
+                    } else if s.outcome() == Outcome::NotStarted {
+                        next.push(job);
+                    }
+                }
+            }
+        }
+        if !report.completed {
+            eprintln!(
+                "ghost-bench: the test host stopped early (QEMU exit {:?}); its stderr: {}",
+                report.exit_status,
+                report.qemu_stderr.trim()
+            );
+        }
+        pending = next;
+    }
+    Ok(())
+}
+
+/// The lines of ghost-vmm's `--exit-stats` report in a scenario's output.
+fn exit_stats(s: &ScenarioResult) -> Option<String> {
+    let start = s.lines.iter().position(|l| l.text.contains(": exits "))?;
+    let lines: Vec<&str> = s.lines[start..]
+        .iter()
+        .take(3)
+        .map(|l| l.text.as_str())
+        .take_while(|t| t.contains(": exits ") || t.contains("busiest"))
+        .collect();
+    Some(lines.join("\n"))
+}
+
+fn environment(report: &RunReport, env: &mut Vec<String>) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    env.push(format!("machine (L0): {cpu}, {} CPUs", num_cpus()));
+    env.push(
+        "test host (L2): Linux under QEMU-TCG with emulated SVM (L1), kvm-amd inside; \
+         every guest is nested KVM on an emulated CPU"
+            .into(),
+    );
+    env.push(format!(
+        "L2 kernel: {}",
+        report.l2_field("kernel").unwrap_or("unknown")
+    ));
+    if let Some(v) = report.scenario("versions") {
+        if let Some(q) = v.line_after("L2_QEMU=") {
+            env.push(format!("reference VMM in L2: {q}"));
+        }
+    }
+    env.push(
+        "guest (L3): Debian's cloud kernel, 1 vCPU, 256 MiB, no hugepages; \
+         virtio-blk on a 128 MiB raw file in L2's tmpfs, virtio-net on a TAP"
+            .into(),
+    );
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn render(opts: &Options, out: &Collected, vmms: &[Vmm]) -> String {
+    let mut md = format!(
+        "# ghost-vmm against QEMU, {}\n\n{} run(s){}, medians; ratio = ghost-vmm / QEMU \
+         (below 1 is better where lower is better, above 1 where higher is better).\n\n",
+        today(),
+        opts.runs,
+        if opts.quick { ", quick sizes" } else { "" }
+    );
+    md.push_str(&out.samples.table(opts.runs));
+    md.push_str("\n## Environment\n\n");
+    for e in &out.environment {
+        let _ = writeln!(md, "- {e}");
+    }
+    let _ = writeln!(
+        md,
+        "- VMMs: {}; test-host boots: {}",
+        vmms.iter().map(|v| v.label).collect::<Vec<_>>().join(", "),
+        out.host_boots
+    );
+    md.push_str(
+        "\nThese are nested figures on an emulated CPU: ratios between VMMs of the same run \
+         mean something, absolute values do not carry over to a real PC (see the README for \
+         running the set there).\n",
+    );
+    if let Some(stats) = &out.ghost_exit_stats {
+        let _ = write!(
+            md,
+            "\n## ghost-vmm's exits (last general run, boot and all workloads)\n\n```\n{stats}\n```\n"
+        );
+    }
+    if !out.incomplete.is_empty() {
+        md.push_str("\n## Scenarios that did not finish (run again)\n\n");
+        for i in &out.incomplete {
+            let _ = writeln!(md, "- {i}");
+        }
+    }
+    md
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse_args(&args) {
+        Ok(o) => o,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("ghost-bench: {msg}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match bench(&opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ghost-bench: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bench(opts: &Options) -> Result<bool, String> {
+    let sizes = if opts.quick { QUICK } else { FULL };
+    let work = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+    let host = build_host(work.path(), sizes)?;
+    let vmms = vmms();
+    let mut jobs = Vec::new();
+    for run in 1..=opts.runs {
+        for kind in [Kind::General, Kind::Passthrough] {
+            for vmm in 0..vmms.len() {
+                jobs.push(Job { kind, vmm, run });
+            }
+        }
+    }
+    let mut out = Collected::default();
+    for v in &vmms {
+        out.samples.add_vmm(v.label);
+    }
+    collect(&host, &vmms, jobs, &mut out)?;
+    let md = render(opts, &out, &vmms);
+    println!("{md}");
+    std::fs::create_dir_all(&opts.out).map_err(|e| format!("{}: {e}", opts.out.display()))?;
+    let file = opts.out.join(format!("{}.md", today()));
+    // Written whole to a temporary name, then renamed: never a half-written results file.
+    let tmp = opts.out.join(format!(".{}.md.tmp", today()));
+    std::fs::write(&tmp, &md).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+    eprintln!("ghost-bench: results in {}", file.display());
+    let (missing, reference): (Vec<_>, Vec<_>) =
+        out.samples.missing().into_iter().partition(|(vmm, key)| {
+            vmms.iter()
+                .any(|v| v.label == vmm && v.required && (v.config_pio || *key != "pio_exit_ns"))
+        });
+    for (vmm, key) in &reference {
+        if *key != "pio_exit_ns" {
+            eprintln!("ghost-bench: (reference column) no figure for {vmm}: {key}");
+        }
+    }
+    for (vmm, key) in &missing {
+        let label = figure(key).map_or(*key, |f| f.label);
+        eprintln!("ghost-bench: no figure for {vmm}: {label}");
+    }
+    debug_assert!(FIGURES.iter().all(|f| figure(f.key).is_some()));
+    Ok(missing.is_empty())
+}
