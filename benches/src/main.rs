@@ -14,6 +14,9 @@
 //! is left. The table of medians and ratios is printed and written to `DIR/<date>.md`
 //! (default `benches/results`; with `--quick`, `target/bench-results`).
 //!
+//! `--cloud-hypervisor BINARY` adds a column for a Cloud Hypervisor the user built (PVH boot of
+//! the same kernel's vmlinux, same devices); like microvm's, its figures are for reference.
+//!
 //! `--quick` (CI) takes one run with smaller workloads: it proves the harness and both VMMs
 //! still produce every figure, without judging them. Exit status: 0 with every figure
 //! present, 1 otherwise, 2 for bad usage.
@@ -41,7 +44,12 @@ const NVME: &str = "0000:00:11.0";
 const BOOT_TIMER_PORT: &str = "0x440";
 /// Guest RAM of every benchmark VM, in KiB (what the memory figure subtracts).
 const GUEST_RAM_KIB: u64 = 256 * 1024;
-const USAGE: &str = "usage: ghost-bench [--runs N] [--quick] [--out DIR]";
+const USAGE: &str =
+    "usage: ghost-bench [--runs N] [--quick] [--out DIR] [--cloud-hypervisor BINARY]";
+/// Where a Cloud Hypervisor binary given with `--cloud-hypervisor` goes in L2.
+const L2_CLOUD_HYPERVISOR: &str = "/usr/bin/cloud-hypervisor";
+/// The same kernel as an ELF vmlinux (Cloud Hypervisor boots PVH ELF kernels only).
+const VMLINUX: &str = "/ghost/kernel/cloud/vmlinux";
 
 /// How much each workload does.
 #[derive(Debug, Clone, Copy)]
@@ -77,12 +85,15 @@ struct Options {
     runs: usize,
     quick: bool,
     out: PathBuf,
+    /// A Cloud Hypervisor binary the user built: adds a reference column.
+    cloud_hypervisor: Option<PathBuf>,
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut runs = None;
     let mut quick = false;
     let mut out = None;
+    let mut cloud_hypervisor = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -97,6 +108,16 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 );
             }
             "--out" => out = Some(PathBuf::from(it.next().ok_or("--out needs a folder")?)),
+            "--cloud-hypervisor" => {
+                let path = PathBuf::from(it.next().ok_or("--cloud-hypervisor needs a binary")?);
+                if !path.is_file() {
+                    return Err(format!(
+                        "--cloud-hypervisor {}: no such file",
+                        path.display()
+                    ));
+                }
+                cloud_hypervisor = Some(path);
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -112,6 +133,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 root.join("benches/results")
             }
         }),
+        cloud_hypervisor,
     })
 }
 
@@ -130,7 +152,7 @@ struct Vmm {
     config_pio: bool,
 }
 
-fn vmms() -> Vec<Vmm> {
+fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
     // QEMU as lean as it is configured for this job: no default devices, no VGA, modern-only
     // virtio (as ghost-vmm's), the same disk and TAP. vhost-net is off: L2 has no vhost_net,
     // and ghost-vmm has no vhost either.
@@ -146,7 +168,7 @@ fn vmms() -> Vec<Vmm> {
                   -netdev tap,id=n0,ifname=tapb,script=no,downscript=no,vhost=off \
                   -device virtio-net-pci,netdev=n0,disable-legacy=on";
     let vfio = format!("-device vfio-pci,host={EDU} -device vfio-pci,host={NVME}");
-    vec![
+    let mut vmms = vec![
         Vmm {
             label: "ghost-vmm",
             short: "ghost",
@@ -173,7 +195,32 @@ fn vmms() -> Vec<Vmm> {
             required: false,
             config_pio: false,
         },
-    ]
+    ];
+    if cloud_hypervisor {
+        // The user's own build, for reference: PVH boot of the same kernel as vmlinux, the
+        // same disk, TAP and devices, the 16550 on stdio.
+        let ch = |initrd: &str, devices: &str| {
+            format!(
+                "{L2_CLOUD_HYPERVISOR} --cpus boot=1 --memory size=256M --kernel {VMLINUX} \
+                 --initramfs /ghost/initrd/{initrd}.cpio.gz --cmdline \"{CMDLINE}\" \
+                 --serial tty --console off {devices}"
+            )
+        };
+        vmms.push(Vmm {
+            label: "Cloud Hypervisor",
+            short: "ch",
+            general: ch("bench", "--disk path=/tmp/bench.img --net tap=tapb"),
+            passthrough: ch(
+                "pt",
+                &format!(
+                    "--device path=/sys/bus/pci/devices/{EDU}/ path=/sys/bus/pci/devices/{NVME}/"
+                ),
+            ),
+            required: false,
+            config_pio: true,
+        });
+    }
+    vmms
 }
 
 /// The general guest: init milestone, wait for "go" (the host measures memory at idle),
@@ -430,7 +477,11 @@ struct Collected {
     host_boots: usize,
 }
 
-fn build_host(work: &Path, sizes: Sizes) -> Result<TestHost, String> {
+fn build_host(
+    work: &Path,
+    sizes: Sizes,
+    cloud_hypervisor: Option<&Path>,
+) -> Result<TestHost, String> {
     let exitbench = build_static(work, "exitbench");
     let iobench = build_static(work, "iobench");
     let edutest = build_static(work, "edutest");
@@ -478,7 +529,10 @@ fn build_host(work: &Path, sizes: Sizes) -> Result<TestHost, String> {
         )
         .file("/ghost/vm/bench.toml", bench_toml, 0o644)
         .file("/ghost/vm/pt.toml", pt_toml, 0o644);
-    Ok(host)
+    Ok(match cloud_hypervisor {
+        Some(ch) => host.binary(L2_CLOUD_HYPERVISOR, ch),
+        None => host,
+    })
 }
 
 /// Runs `jobs` (a scenario each) in as few test-host boots as it takes: a scenario that did
@@ -669,8 +723,8 @@ fn main() -> ExitCode {
 fn bench(opts: &Options) -> Result<bool, String> {
     let sizes = if opts.quick { QUICK } else { FULL };
     let work = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
-    let host = build_host(work.path(), sizes)?;
-    let vmms = vmms();
+    let host = build_host(work.path(), sizes, opts.cloud_hypervisor.as_deref())?;
+    let vmms = vmms(opts.cloud_hypervisor.is_some());
     let mut jobs = Vec::new();
     for run in 1..=opts.runs {
         for kind in [Kind::General, Kind::Passthrough] {

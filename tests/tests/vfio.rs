@@ -227,7 +227,7 @@ fn bar_direct_l2() -> String {
     format!(
         r#"{DRV}
 $GHOST_VMM vfio bind {EDU} >/dev/null
-vm_start bd $GHOST_VMM run --exit-stats /ghost/vm/bench.toml
+vm_start bd env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/bench.toml
 vm_wait bd 200
 echo "VMM_RC=$?"
 $GHOST_VMM vfio unbind {EDU} >/dev/null

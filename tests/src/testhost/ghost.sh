@@ -115,10 +115,21 @@ vm_wait() {
     return "$(cat "$_vm.rc")"
 }
 
-# vm_kill NAME: kill the VM (SIGKILL) and wait for its output to drain.
+# vm_kill NAME: stop the VM: SIGTERM first, so that a VMM can say where its vCPUs were
+# (ghost-vmm logs their registers at GHOST_LOG=info), then SIGKILL after 3 s; wait for its
+# output to drain.
 vm_kill() {
     _vm=$GHOST_VM_DIR/$1
-    [ -f "$_vm.pid" ] && kill -KILL "$(cat "$_vm.pid")" 2>/dev/null
+    if [ -f "$_vm.pid" ]; then
+        _pid=$(cat "$_vm.pid")
+        kill -TERM "$_pid" 2>/dev/null
+        _n=0
+        while [ ! -f "$_vm.rc" ] && [ $_n -lt 30 ]; do
+            sleep 0.1
+            _n=$((_n + 1))
+        done
+        kill -KILL "$_pid" 2>/dev/null
+    fi
     [ -f "$_vm.tee" ] && wait "$(cat "$_vm.tee")" 2>/dev/null
     return 0
 }
