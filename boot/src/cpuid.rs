@@ -82,6 +82,23 @@ pub fn cpu_vendor(cpuid: &CpuId) -> CpuVendor {
     }
 }
 
+/// The guest physical address space the CPUID `cpuid` describes: its physical address width
+/// (leaf 0x8000_0008 EAX\[7:0\], [`crate::layout::DEFAULT_PHYS_BITS`] without the leaf) and
+/// whether the AMD HyperTransport hole applies.
+pub fn address_space(cpuid: &CpuId) -> crate::layout::AddressSpace {
+    let phys_bits = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x8000_0008 && e.index == 0)
+        .map(|e| e.eax.to_le_bytes()[0])
+        .filter(|bits| *bits != 0)
+        .unwrap_or(crate::layout::DEFAULT_PHYS_BITS);
+    crate::layout::AddressSpace {
+        phys_bits,
+        amd: cpu_vendor(cpuid) == CpuVendor::Amd,
+    }
+}
+
 /// Turns `KVM_GET_SUPPORTED_CPUID`'s output into vCPU `vcpu_index`'s CPUID in a VM of `vcpus`
 /// vCPUs (for `KVM_SET_CPUID2`). Call it on a fresh copy per vCPU.
 ///
@@ -313,6 +330,24 @@ mod tests {
     fn vendors_are_detected() {
         assert_eq!(cpu_vendor(&intel_supported()), CpuVendor::Intel);
         assert_eq!(cpu_vendor(&amd_supported()), CpuVendor::Amd);
+    }
+
+    #[test]
+    fn address_space_comes_from_leaf_0x8000_0008() {
+        // The AMD table reports 0x30 = 48 physical address bits.
+        let amd = address_space(&amd_supported());
+        assert_eq!(
+            amd,
+            crate::layout::AddressSpace {
+                phys_bits: 48,
+                amd: true
+            }
+        );
+        // The Intel table has no leaf 0x8000_0008: the architectural default.
+        let intel = address_space(&intel_supported());
+        assert_eq!(intel.phys_bits, crate::layout::DEFAULT_PHYS_BITS);
+        assert!(!intel.amd);
+        assert_eq!(intel.limit(), 64 << 30);
     }
 
     #[test]

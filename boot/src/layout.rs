@@ -137,27 +137,160 @@ pub fn ram_regions(size: u64) -> Vec<(vm_memory::GuestAddress, usize)> {
 
 /// Alignment of the 64-bit PCI MMIO window's start.
 pub const PCI_MMIO64_ALIGN: u64 = 1 << 30;
-/// Smallest size of the 64-bit PCI MMIO window: room for large prefetchable BARs (GPUs).
+/// Preferred size of the 64-bit PCI MMIO window: room for large prefetchable BARs (GPUs).
 pub const PCI_MMIO64_SIZE: u64 = 64 << 30;
+/// Start of the range AMD CPUs reserve for HyperTransport, `[0xfd_0000_0000, 1 TiB)`: the host
+/// IOMMU cannot map DMA there and the range is not decoded as memory, so an AMD guest gets
+/// neither RAM nor BARs in it.
+pub const AMD_HT_HOLE_START: u64 = 0xfd_0000_0000;
+/// End (exclusive) of AMD's HyperTransport range.
+pub const AMD_HT_HOLE_END: u64 = 1 << 40;
+/// Physical address width a CPU has when it does not report one (CPUID 0x8000_0008 missing).
+pub const DEFAULT_PHYS_BITS: u8 = 36;
+
+/// What bounds the guest physical address space: the guest CPU's physical address width
+/// (CPUID 0x8000_0008 EAX\[7:0\], as KVM reports it) and, on AMD, the HyperTransport hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressSpace {
+    /// Physical address bits the guest's CPU reports.
+    pub phys_bits: u8,
+    /// Whether the guest CPU is AMD's (the HyperTransport hole applies).
+    pub amd: bool,
+}
+
+impl AddressSpace {
+    /// The first address beyond the guest's physical address space.
+    pub fn limit(&self) -> u64 {
+        1u64.checked_shl(u32::from(self.phys_bits))
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// The guest physical address space cannot hold what the VM file asks for.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddressSpaceError {
+    /// Guest RAM ends beyond the CPU's physical address width.
+    #[error(
+        "memory.size: guest RAM would end at {ram_end:#x}, beyond the {phys_bits}-bit physical \
+         address space ({limit_gib} GiB) this host's CPU gives guests"
+    )]
+    RamBeyondPhysBits {
+        /// First address after guest RAM.
+        ram_end: u64,
+        /// The CPU's physical address bits.
+        phys_bits: u8,
+        /// `2^phys_bits` in GiB.
+        limit_gib: u64,
+    },
+    /// Guest RAM would reach into AMD's HyperTransport hole.
+    #[error(
+        "memory.size: guest RAM would end at {ram_end:#x}, inside the range AMD CPUs reserve \
+         for HyperTransport ({AMD_HT_HOLE_START:#x}..1 TiB); give the VM at most 1011 GiB"
+    )]
+    RamInHyperTransportHole {
+        /// First address after guest RAM.
+        ram_end: u64,
+    },
+    /// The passed-through devices' 64-bit BARs do not fit above RAM.
+    #[error(
+        "vfio: the passed-through devices' 64-bit BARs ({bars_mib} MiB in all) do not fit \
+         between guest RAM (ending at {ram_end:#x}) and the {phys_bits}-bit physical address \
+         limit; give the VM less memory or pass fewer devices through"
+    )]
+    BarsDoNotFit {
+        /// Sum of the 64-bit BAR sizes, in MiB.
+        bars_mib: u64,
+        /// First address after guest RAM.
+        ram_end: u64,
+        /// The CPU's physical address bits.
+        phys_bits: u8,
+    },
+}
+
+/// The first address after guest RAM of `ram_size` bytes (RAM above the hole continues at
+/// [`RAM_HIGH_START`]; see [`ram_regions`]).
+pub fn ram_end(ram_size: u64) -> u64 {
+    if ram_size <= MMIO_HOLE_START {
+        ram_size
+    } else {
+        RAM_HIGH_START.saturating_add(ram_size - MMIO_HOLE_START)
+    }
+}
+
+/// Checks that guest RAM of `ram_size` bytes fits the guest physical address space `space`.
+pub fn check_ram(ram_size: u64, space: AddressSpace) -> Result<(), AddressSpaceError> {
+    let end = ram_end(ram_size);
+    if end > space.limit() {
+        return Err(AddressSpaceError::RamBeyondPhysBits {
+            ram_end: end,
+            phys_bits: space.phys_bits,
+            limit_gib: space.limit() >> 30,
+        });
+    }
+    if space.amd && end > AMD_HT_HOLE_START {
+        return Err(AddressSpaceError::RamInHyperTransportHole { ram_end: end });
+    }
+    Ok(())
+}
 
 /// The 64-bit PCI MMIO window, `(start, size)`, for a guest with `ram_size` bytes of RAM whose
-/// devices have 64-bit BARs of `bars` (sizes, powers of two). It is at least
-/// [`PCI_MMIO64_SIZE`] and twice the BARs' total (so any placement order fits), and starts at
-/// the first boundary above RAM (and above 4 GiB) aligned to 1 GiB and to the largest BAR, so
-/// a 32 GiB GPU BAR is naturally aligned.
-pub fn pci_mmio64_window(ram_size: u64, bars: &[u64]) -> (u64, u64) {
-    let high = ram_size.saturating_sub(MMIO_HOLE_START);
-    let top = RAM_HIGH_START + high;
+/// devices have 64-bit BARs of `bars` (sizes, powers of two), in the address space `space`.
+///
+/// The window needs twice the BARs' total (so any placement order fits) and is
+/// [`PCI_MMIO64_SIZE`] when there is room. It starts at the first boundary above RAM (and
+/// above 4 GiB) aligned to 1 GiB and to the largest BAR, so a 32 GiB GPU BAR is naturally
+/// aligned; it ends below the CPU's physical address limit (a guest cannot reach a BAR beyond
+/// it) and, on AMD, below the HyperTransport hole, or starts above it when it does not fit
+/// below.
+pub fn pci_mmio64_window(
+    ram_size: u64,
+    bars: &[u64],
+    space: AddressSpace,
+) -> Result<(u64, u64), AddressSpaceError> {
+    check_ram(ram_size, space)?;
+    let ram_end = ram_end(ram_size).max(RAM_HIGH_START);
     let largest = bars.iter().copied().max().unwrap_or(0);
     let align = largest.max(PCI_MMIO64_ALIGN).next_power_of_two();
-    let start = top.div_ceil(align) * align;
     let total: u64 = bars.iter().fold(0u64, |a, b| a.saturating_add(*b));
-    let size = total
+    let needed = total
         .saturating_mul(2)
         .checked_next_power_of_two()
-        .unwrap_or(1 << 63)
-        .max(PCI_MMIO64_SIZE);
-    (start, size)
+        .unwrap_or(1 << 63);
+    let wanted = needed.max(PCI_MMIO64_SIZE);
+    let limit = space.limit();
+
+    // Candidate ranges `[from, to)` to place the window in, in order of preference.
+    let mut ranges = Vec::with_capacity(2);
+    if space.amd {
+        ranges.push((ram_end, limit.min(AMD_HT_HOLE_START)));
+        ranges.push((ram_end.max(AMD_HT_HOLE_END), limit));
+    } else {
+        ranges.push((ram_end, limit));
+    }
+    // The first range the preferred size fits in; else the roomiest one that holds the BARs
+    // (some room is needed even without BARs: virtio devices place theirs here too).
+    let candidates: Vec<(u64, u64)> = ranges
+        .into_iter()
+        .filter_map(|(from, to)| {
+            let start = from.checked_next_multiple_of(align)?;
+            Some((start, to.saturating_sub(start)))
+        })
+        .collect();
+    if let Some(&(start, _)) = candidates.iter().find(|(_, room)| *room >= wanted) {
+        return Ok((start, wanted));
+    }
+    if let Some(&(start, room)) = candidates
+        .iter()
+        .filter(|(_, room)| *room >= needed.max(PCI_MMIO64_ALIGN))
+        .max_by_key(|(_, room)| *room)
+    {
+        return Ok((start, room));
+    }
+    Err(AddressSpaceError::BarsDoNotFit {
+        bars_mib: total >> 20,
+        ram_end,
+        phys_bits: space.phys_bits,
+    })
 }
 
 /// `u64` to `usize`: lossless, since the crate only builds for x86_64 (see `lib.rs`).
@@ -173,26 +306,107 @@ mod tests {
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
 
+    /// A host like most: 48 physical address bits, Intel.
+    const WIDE: AddressSpace = AddressSpace {
+        phys_bits: 48,
+        amd: false,
+    };
+
+    /// A CPU with the architectural minimum of 36 bits (64 GiB).
+    const NARROW: AddressSpace = AddressSpace {
+        phys_bits: 36,
+        amd: false,
+    };
+
+    fn window(ram: u64, bars: &[u64], space: AddressSpace) -> (u64, u64) {
+        pci_mmio64_window(ram, bars, space).expect("window")
+    }
+
     #[test]
     fn mmio64_window_sits_above_ram() {
-        assert_eq!(pci_mmio64_window(512 * MIB, &[]), (4 * GIB, 64 * GIB));
-        assert_eq!(pci_mmio64_window(6 * GIB, &[]), (7 * GIB, 64 * GIB));
-        assert_eq!(pci_mmio64_window(6 * GIB + 1, &[]), (8 * GIB, 64 * GIB));
+        assert_eq!(window(512 * MIB, &[], WIDE), (4 * GIB, 64 * GIB));
+        assert_eq!(window(6 * GIB, &[], WIDE), (7 * GIB, 64 * GIB));
+        assert_eq!(window(6 * GIB + 1, &[], WIDE), (8 * GIB, 64 * GIB));
     }
 
     #[test]
     fn mmio64_window_grows_and_aligns_for_big_bars() {
         // A 32 GiB GPU BAR and a 256 MiB one: 64 GiB is room enough, aligned to 32 GiB.
         assert_eq!(
-            pci_mmio64_window(16 * GIB, &[32 * GIB, 256 * MIB]),
+            window(16 * GIB, &[32 * GIB, 256 * MIB], WIDE),
             (32 * GIB, 128 * GIB)
         );
         // Two 64 GiB BARs need a 256 GiB window, aligned to 64 GiB.
         assert_eq!(
-            pci_mmio64_window(4 * GIB, &[64 * GIB, 64 * GIB]),
+            window(4 * GIB, &[64 * GIB, 64 * GIB], WIDE),
             (64 * GIB, 256 * GIB)
         );
-        assert_eq!(pci_mmio64_window(GIB, &[16 << 10]), (4 * GIB, 64 * GIB));
+        assert_eq!(window(GIB, &[16 << 10], WIDE), (4 * GIB, 64 * GIB));
+    }
+
+    #[test]
+    fn mmio64_window_shrinks_to_the_physical_address_limit() {
+        // 36 bits (64 GiB) and 48 GiB of RAM (ending at 49 GiB): 15 GiB are left.
+        assert_eq!(window(48 * GIB, &[], NARROW), (49 * GIB, 15 * GIB));
+        // An 8 GiB BAR needs 16 GiB: it does not fit, and the error says why.
+        let err = pci_mmio64_window(48 * GIB, &[8 * GIB], NARROW).unwrap_err();
+        assert_eq!(
+            err,
+            AddressSpaceError::BarsDoNotFit {
+                bars_mib: 8 << 10,
+                ram_end: 49 * GIB,
+                phys_bits: 36
+            }
+        );
+        assert!(err.to_string().starts_with("vfio: "), "{err}");
+        // With 8 GiB of RAM the same BAR fits, aligned to 8 GiB.
+        assert_eq!(window(8 * GIB, &[8 * GIB], NARROW), (16 * GIB, 48 * GIB));
+    }
+
+    #[test]
+    fn ram_beyond_the_physical_address_limit_is_refused() {
+        let err = check_ram(64 * GIB, NARROW).unwrap_err();
+        assert_eq!(
+            err,
+            AddressSpaceError::RamBeyondPhysBits {
+                ram_end: 65 * GIB,
+                phys_bits: 36,
+                limit_gib: 64
+            }
+        );
+        assert!(err.to_string().starts_with("memory.size: "), "{err}");
+        // RAM that fills the space exactly leaves no window: refused, not a zero-size window.
+        assert!(pci_mmio64_window(63 * GIB, &[], NARROW).is_err());
+        assert_eq!(check_ram(63 * GIB, NARROW), Ok(()));
+    }
+
+    #[test]
+    fn amd_windows_skip_the_hypertransport_hole() {
+        let amd = AddressSpace {
+            phys_bits: 48,
+            amd: true,
+        };
+        // Plenty of room below the hole: unchanged.
+        assert_eq!(window(16 * GIB, &[], amd), (17 * GIB, 64 * GIB));
+        // 1000 GiB of RAM ends at 1001 GiB: the 64 GiB window does not fit below the hole
+        // (1012 GiB), so it starts at 1 TiB.
+        assert_eq!(window(1000 * GIB, &[], amd), (1024 * GIB, 64 * GIB));
+        // A 40-bit AMD CPU has nothing above the hole: what is left below it is used.
+        let amd40 = AddressSpace {
+            phys_bits: 40,
+            amd: true,
+        };
+        assert_eq!(window(1000 * GIB, &[], amd40), (1001 * GIB, 11 * GIB));
+        // RAM reaching into the hole is refused.
+        assert_eq!(
+            check_ram(1012 * GIB, amd),
+            Err(AddressSpaceError::RamInHyperTransportHole {
+                ram_end: 1013 * GIB
+            })
+        );
+        // The same RAM on Intel is fine.
+        assert_eq!(check_ram(1011 * GIB, amd), Ok(()));
+        assert_eq!(check_ram(1012 * GIB, WIDE), Ok(()));
     }
 
     #[test]

@@ -99,6 +99,13 @@ fn unparsable_size_is_named() {
 }
 
 #[test]
+fn ram_beyond_the_cpus_physical_address_space_is_refused() {
+    // 2^53 bytes: more than any x86 CPU addresses (52 bits at most).
+    let c = Case::new(&vm_file(GOOD_VM, "size = \"8388608G\"", GOOD_BOOT, ""));
+    c.expect_error(&["memory.size", "physical address space"]);
+}
+
+#[test]
 fn zero_vcpus_is_refused() {
     let c = Case::new(&vm_file(
         "[vm]\nname = \"t\"\nvcpus = 0\n",

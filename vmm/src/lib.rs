@@ -119,6 +119,10 @@ pub enum VmmError {
     /// The PCI platform or a PCI device could not be built.
     #[error(transparent)]
     Pci(#[from] crate::pci::PciSetupError),
+    /// Guest RAM or the passed-through devices' BARs do not fit the guest's physical address
+    /// space.
+    #[error(transparent)]
+    AddressSpace(#[from] ghost_boot::layout::AddressSpaceError),
     /// The device event loop could not be created.
     #[error("cannot create the device event loop: {0}")]
     EventManager(#[source] event_manager::Error),
@@ -136,7 +140,8 @@ impl VmmError {
             | Self::Initramfs { .. }
             | Self::BootParams(_)
             | Self::Disk { .. }
-            | Self::Net { .. } => 2,
+            | Self::Net { .. }
+            | Self::AddressSpace(_) => 2,
             _ => 1,
         }
     }

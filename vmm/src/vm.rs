@@ -85,6 +85,7 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     // Disks and TAPs live for the whole run, across guest reboots. The hugepage pool is
     // checked first so that a shortage touches nothing on the host.
     check_hugepage_pool(config)?;
+    check_address_space(&kvm, config)?;
     let backends = Backends::open(config)?;
     // Passed-through devices: checked, and bound to vfio-pci where the file asks; given back
     // on every way out of this function.
@@ -175,8 +176,14 @@ impl Vm {
             &routing,
             Arc::new(KvmSlots::new(vm_fd.clone(), ram_slots)),
         )?;
-        let mmio64 =
-            layout::pci_mmio64_window(config.memory.size.bytes(), &passthrough.high_bars());
+        let supported_cpuid = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let mmio64 = layout::pci_mmio64_window(
+            config.memory.size.bytes(),
+            &passthrough.high_bars(),
+            ghost_boot::cpuid::address_space(&supported_cpuid),
+        )?;
         let entry = boot::load_guest(&memory, config, mmio64)?;
 
         // Devices.
@@ -244,9 +251,6 @@ impl Vm {
         }
         passthrough.plug(&vm_fd, &config.vm.name, &mut pci)?;
 
-        let supported_cpuid = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
         let mut vcpus = Vec::with_capacity(usize::from(vcpus_n));
         for index in 0..vcpus_n {
             let fd = vm_fd
@@ -413,6 +417,11 @@ impl MutEventSubscriber for ExitWatcher {
 /// and a kernel image that loads (into scratch memory that is never touched by a guest).
 pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
     check_hugepage_pool(config)?;
+    // The guest's address space as this host's KVM gives it (skipped without /dev/kvm: a
+    // file can be checked on another machine than the one that runs it).
+    if let Ok(kvm) = Kvm::new() {
+        check_address_space(&kvm, config)?;
+    }
     // Disks: opened and locked as `run` would, then released. A disk another VM holds is
     // reported here. (TAPs are not created by a check.)
     drop(Backends::open_disks(config)?);
@@ -431,6 +440,16 @@ pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
         },
     )?;
     boot::load_kernel(&scratch, config).map(|_| ())
+}
+
+/// Fails when guest RAM does not fit the physical address space of the CPU KVM gives guests.
+fn check_address_space(kvm: &Kvm, config: &VmConfig) -> Result<(), VmmError> {
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let space = ghost_boot::cpuid::address_space(&cpuid);
+    layout::check_ram(config.memory.size.bytes(), space)?;
+    Ok(())
 }
 
 /// Fails with the pool's numbers when `memory.hugepages` asks for more pages than are free.
