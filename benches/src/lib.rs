@@ -303,9 +303,35 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     )
 }
 
+/// The order the VMMs (indices `0..vmms`) run in, in run `run` (from 1): rotated by one each
+/// run, so that every VMM goes first as often as the others and a drift over a test-host boot
+/// (caches warming, a neighbour's load) does not favour a fixed position.
+pub fn run_order(run: usize, vmms: usize) -> Vec<usize> {
+    if vmms == 0 {
+        return Vec::new();
+    }
+    let first = run.saturating_sub(1) % vmms;
+    (0..vmms).map(|i| (first + i) % vmms).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_vmm_goes_first_in_turn() {
+        assert_eq!(run_order(1, 3), [0, 1, 2]);
+        assert_eq!(run_order(2, 3), [1, 2, 0]);
+        assert_eq!(run_order(3, 3), [2, 0, 1]);
+        assert_eq!(run_order(4, 3), [0, 1, 2]);
+        assert_eq!(run_order(1, 0), Vec::<usize>::new());
+        // Every run holds every VMM once.
+        for run in 1..=7 {
+            let mut order = run_order(run, 4);
+            order.sort_unstable();
+            assert_eq!(order, [0, 1, 2, 3]);
+        }
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

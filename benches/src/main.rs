@@ -9,7 +9,8 @@
 //! and exit times, the VMM's memory beyond guest RAM at idle, block and TCP throughput, the
 //! cost of one PIO and one MMIO exit, then passthrough (edu's BAR read, the interrupt round
 //! trip: nvme admin commands completed by MSI-X, nvme QD1 reads) with both devices given to each VMM in turn. The VMMs alternate
-//! within a run, so drift on the shared machine hits both alike. A scenario whose guest did
+//! within a run, so drift on the shared machine hits both alike, and the one that goes first
+//! rotates from run to run ([`ghost_benches::run_order`]), so no VMM always has the first slot. A scenario whose guest did
 //! not finish is reported and run once more; a test host that dies is booted again for what
 //! is left. The table of medians and ratios is printed and written to `DIR/<date>.md`
 //! (default `benches/results`; with `--quick`, `target/bench-results`).
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ghost_benches::{figure, today, Samples, FIGURES};
+use ghost_benches::{figure, run_order, today, Samples, FIGURES};
 use ghost_tests::guest_tools::{build_static, vm_file};
 use ghost_tests::testhost::{
     workspace_root, GuestInitramfs, Outcome, RunReport, Scenario, ScenarioResult, TestHost,
@@ -570,6 +571,12 @@ fn collect(
                 next.push(job);
                 continue;
             };
+            // Never started: the test host died before its turn. Not the guest's failure;
+            // it runs in the next boot (counted once, below).
+            if s.outcome() == Outcome::NotStarted {
+                next.push(job);
+                continue;
+            }
             match figures_of(s, job.kind, &vmms[job.vmm], job.vmm == 0) {
                 Ok(figures) => {
                     for (key, value) in figures {
@@ -590,10 +597,8 @@ fn collect(
                     let tail: Vec<String> = tail.into_iter().rev().collect();
                     eprintln!("ghost-bench: {why}; its last lines:\n{}", tail.join("\n"));
                     out.incomplete.push(why);
-                    if !retried.contains(&name) && s.outcome() != Outcome::NotStarted {
+                    if !retried.contains(&name) {
                         retried.push(name);
-                        next.push(job);
-                    } else if s.outcome() == Outcome::NotStarted {
                         next.push(job);
                     }
                 }
@@ -605,6 +610,14 @@ fn collect(
                 report.exit_status,
                 report.qemu_stderr.trim()
             );
+            out.incomplete.push(format!(
+                "test-host boot {} stopped early (L1 QEMU: {}); {} scenario(s) left for the next boot",
+                out.host_boots,
+                report
+                    .exit_status
+                    .map_or_else(|| "no exit status".to_owned(), |st| st.to_string()),
+                next.len()
+            ));
         }
         pending = next;
     }
@@ -728,7 +741,7 @@ fn bench(opts: &Options) -> Result<bool, String> {
     let mut jobs = Vec::new();
     for run in 1..=opts.runs {
         for kind in [Kind::General, Kind::Passthrough] {
-            for vmm in 0..vmms.len() {
+            for vmm in run_order(run, vmms.len()) {
                 jobs.push(Job { kind, vmm, run });
             }
         }
