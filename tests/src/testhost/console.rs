@@ -106,25 +106,49 @@ pub(crate) struct Transcript {
     pub l2_info: String,
     pub completed: bool,
     current: Option<usize>,
+    /// Each scenario's own timeout (L2 kills it then), by index.
+    timeouts: Vec<Duration>,
+    /// When the last framing marker arrived.
+    last_marker_at: Option<Duration>,
 }
 
 impl Transcript {
-    /// A transcript expecting the scenarios `names`, in order.
-    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+    /// A transcript expecting the scenarios `(name, timeout)`, in order.
+    pub fn new<'a>(scenarios: impl IntoIterator<Item = (&'a str, Duration)>) -> Self {
+        let (scenarios, timeouts) = scenarios
+            .into_iter()
+            .map(|(n, timeout)| {
+                (
+                    ScenarioResult {
+                        name: n.to_owned(),
+                        ..Default::default()
+                    },
+                    timeout,
+                )
+            })
+            .unzip();
         Transcript {
             lines: Vec::new(),
-            scenarios: names
-                .into_iter()
-                .map(|n| ScenarioResult {
-                    name: n.to_owned(),
-                    ..Default::default()
-                })
-                .collect(),
+            scenarios,
             l2_up_at: None,
             l2_info: String::new(),
             completed: false,
             current: None,
+            timeouts,
+            last_marker_at: None,
         }
+    }
+
+    /// The time (since QEMU's start) by which the next framing marker must arrive once L2 is
+    /// up, or L2 is wedged: the running scenario's start plus its timeout (L2's own watchdog
+    /// ends it then) plus `slack`, or, between scenarios, the last marker plus `slack`. `None`
+    /// until L2 is up (the boot timeout covers that).
+    pub fn stall_limit(&self, slack: Duration) -> Option<Duration> {
+        let last = self.last_marker_at?;
+        let running = self
+            .current
+            .and_then(|i| Some(self.scenarios[i].started_at? + *self.timeouts.get(i)?));
+        Some(running.unwrap_or(last) + slack)
     }
 
     /// Takes one raw console line read at `at`; returns the cleaned line. Blank lines (the
@@ -156,6 +180,7 @@ impl Transcript {
     }
 
     fn apply(&mut self, at: Duration, marker: Marker) {
+        self.last_marker_at = Some(at);
         match marker {
             Marker::L2Up(info) => {
                 self.l2_up_at = Some(at);
@@ -218,7 +243,7 @@ mod tests {
     #[test]
     fn lines_are_split_by_scenario() {
         let ms = Duration::from_millis;
-        let mut t = Transcript::new(["a", "b", "c"]);
+        let mut t = Transcript::new([("a", ms(100)), ("b", ms(100)), ("c", ms(100))]);
         for (i, line) in [
             "kernel noise",
             "",
@@ -246,5 +271,31 @@ mod tests {
         assert_eq!(t.scenarios[2].started_at, Some(ms(9)));
         assert!(!t.completed);
         assert_eq!(t.lines.len(), 9);
+    }
+
+    #[test]
+    fn a_wedged_l2_is_noticed_per_scenario() {
+        let s = Duration::from_secs;
+        let mut t = Transcript::new([("a", s(100)), ("b", s(300))]);
+        let slack = s(60);
+        assert_eq!(
+            t.stall_limit(slack),
+            None,
+            "not up yet: the boot timeout applies"
+        );
+        t.push(s(10), "@@GHOST-L2-UP kernel=6.1 cpus=2");
+        assert_eq!(t.stall_limit(slack), Some(s(70)), "the first BEGIN is due");
+        t.push(s(11), "@@GHOST-BEGIN a");
+        assert_eq!(
+            t.stall_limit(slack),
+            Some(s(171)),
+            "a's timeout, then slack"
+        );
+        t.push(s(50), "output does not extend it");
+        assert_eq!(t.stall_limit(slack), Some(s(171)));
+        t.push(s(60), "@@GHOST-END a rc=0");
+        assert_eq!(t.stall_limit(slack), Some(s(120)));
+        t.push(s(61), "@@GHOST-BEGIN b");
+        assert_eq!(t.stall_limit(slack), Some(s(421)));
     }
 }

@@ -81,6 +81,10 @@ pub const KEEP_ENV: &str = "GHOST_TESTHOST_KEEP";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Slack added to the host-side deadline for the L2 init's own work and power-off.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
+/// How long past a scenario's own timeout (or past the last marker, between scenarios) L2
+/// may stay silent before it counts as wedged and QEMU is killed. L2 kills a scenario at its
+/// timeout itself; only a hung L2 kernel misses this.
+const STALL_SLACK: Duration = Duration::from_secs(90);
 
 /// One L2 boot at a time per process: each uses both cores of the CI machine.
 static RUN_LOCK: Mutex<()> = Mutex::new(());
@@ -362,7 +366,8 @@ impl TestHost {
                 + scenarios.iter().map(|s| s.timeout).sum::<Duration>()
         });
         let mut session = QemuSession::start(self.qemu_command(&image), log, &log_path)?;
-        let mut transcript = Transcript::new(scenarios.iter().map(|s| s.name.as_str()));
+        let mut transcript =
+            Transcript::new(scenarios.iter().map(|s| (s.name.as_str(), s.timeout)));
         let deadline_hit =
             session.read_until(deadline, self.boot_timeout, &mut transcript, &self.name)?;
         let (exit_status, qemu_stderr, wall) = session.finish();
@@ -657,7 +662,8 @@ impl QemuSession {
 
     /// Feeds console lines to `transcript` (and the log, and stderr) until the console closes
     /// or a deadline passes: `boot_timeout` until L2 is up, `deadline` overall (both since
-    /// start). Returns whether a deadline killed QEMU.
+    /// start), and [`Transcript::stall_limit`] for an L2 that stops making progress. Returns
+    /// whether a deadline killed QEMU.
     fn read_until(
         &mut self,
         deadline: Duration,
@@ -666,21 +672,23 @@ impl QemuSession {
         name: &str,
     ) -> Result<bool> {
         loop {
-            let limit = if transcript.l2_up_at.is_none() {
-                boot_timeout.min(deadline)
-            } else {
-                deadline
+            let (limit, why) = match transcript.stall_limit(STALL_SLACK) {
+                None => (boot_timeout.min(deadline), "deadline"),
+                Some(stall) if stall < deadline => {
+                    (stall, "L2 silent past its scenario's timeout (wedged)")
+                }
+                Some(_) => (deadline, "deadline"),
             };
             let now = self.started.elapsed();
             if now >= limit {
                 let _ = self.child.kill();
                 let _ = writeln!(
                     self.log,
-                    "[{:8.3}] testhost: deadline, QEMU killed",
+                    "[{:8.3}] testhost: {why}, QEMU killed",
                     now.as_secs_f64()
                 );
                 eprintln!(
-                    "[{name} {:8.3}] testhost: deadline passed, QEMU killed",
+                    "[{name} {:8.3}] testhost: {why}, QEMU killed",
                     now.as_secs_f64()
                 );
                 self.flush_log()?;
