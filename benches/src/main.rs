@@ -8,11 +8,12 @@
 //! disk, a TAP) under every VMM and takes every figure of [`ghost_benches::FIGURES`]: boot
 //! and exit times, the VMM's memory beyond guest RAM at idle, block and TCP throughput, the
 //! cost of one PIO and one MMIO exit, then passthrough (edu's BAR read, the interrupt round
-//! trip: nvme admin commands completed by MSI-X, nvme QD1 reads) with both devices given to each VMM in turn. The VMMs alternate
-//! within a run, so drift on the shared machine hits both alike, and the one that goes first
-//! rotates from run to run ([`ghost_benches::run_order`]), so no VMM always has the first slot. A scenario whose guest did
-//! not finish is reported and run once more; a test host that dies is booted again for what
-//! is left. The table of medians and ratios is printed and written to `DIR/<date>.md`
+//! trip: nvme admin commands completed by MSI-X, nvme QD1 reads) with both devices given to
+//! each VMM in turn. The VMMs alternate within a run, so drift on the shared machine hits
+//! both alike, and the one that goes first rotates from run to run
+//! ([`ghost_benches::run_order`]), so no VMM always has the first slot. A scenario whose
+//! guest did not finish is reported and run once more; a test host that dies is booted again
+//! for what is left. The table of medians and ratios is printed and written to `DIR/<date>.md`
 //! (default `benches/results`; with `--quick`, `target/bench-results`).
 //!
 //! `--cloud-hypervisor BINARY` adds a column for a Cloud Hypervisor the user built (PVH boot of

@@ -207,14 +207,12 @@ pub enum AddressSpaceError {
     },
 }
 
-/// The first address after guest RAM of `ram_size` bytes (RAM above the hole continues at
-/// [`RAM_HIGH_START`]; see [`ram_regions`]).
+/// The first address after guest RAM of `ram_size` bytes: the end of the last of its
+/// [`ram_regions`].
 pub fn ram_end(ram_size: u64) -> u64 {
-    if ram_size <= MMIO_HOLE_START {
-        ram_size
-    } else {
-        RAM_HIGH_START.saturating_add(ram_size - MMIO_HOLE_START)
-    }
+    ram_regions(ram_size)
+        .last()
+        .map_or(0, |&(start, len)| start.0.saturating_add(len as u64))
 }
 
 /// Checks that guest RAM of `ram_size` bytes fits the guest physical address space `space`.
@@ -259,19 +257,20 @@ pub fn pci_mmio64_window(
     let wanted = needed.max(PCI_MMIO64_SIZE);
     let limit = space.limit();
 
-    // Candidate ranges `[from, to)` to place the window in, in order of preference.
-    let mut ranges = Vec::with_capacity(2);
-    if space.amd {
-        ranges.push((ram_end, limit.min(AMD_HT_HOLE_START)));
-        ranges.push((ram_end.max(AMD_HT_HOLE_END), limit));
+    // Ranges `[from, to)` to place the window in, in order of preference.
+    let ranges: &[(u64, u64)] = if space.amd {
+        &[
+            (ram_end, limit.min(AMD_HT_HOLE_START)),
+            (ram_end.max(AMD_HT_HOLE_END), limit),
+        ]
     } else {
-        ranges.push((ram_end, limit));
-    }
+        &[(ram_end, limit)]
+    };
     // The first range the preferred size fits in; else the roomiest one that holds the BARs
     // (some room is needed even without BARs: virtio devices place theirs here too).
     let candidates: Vec<(u64, u64)> = ranges
-        .into_iter()
-        .filter_map(|(from, to)| {
+        .iter()
+        .filter_map(|&(from, to)| {
             let start = from.checked_next_multiple_of(align)?;
             Some((start, to.saturating_sub(start)))
         })
@@ -404,8 +403,9 @@ mod tests {
                 ram_end: 1013 * GIB
             })
         );
-        // The same RAM on Intel is fine.
+        // One GiB less ends exactly where the hole starts: fine.
         assert_eq!(check_ram(1011 * GIB, amd), Ok(()));
+        // The RAM refused on AMD is fine on Intel.
         assert_eq!(check_ram(1012 * GIB, WIDE), Ok(()));
     }
 
