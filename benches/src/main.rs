@@ -504,8 +504,10 @@ fn build_host(
         CMDLINE,
         &format!("{}{}", vfio(EDU), vfio(NVME)),
     );
+    // `collect` boots again itself, counting boots and re-running failed guests too.
     let host = TestHost::new("bench")
         .map_err(|e| format!("test-host assets (tests/testhost/setup.sh): {e}"))?
+        .reboots(0)
         .with_built_ghost_vmm()
         .map_err(|e| format!("a built ghost-vmm (cargo build --release -p ghost-cli): {e}"))?
         .qemu_args([

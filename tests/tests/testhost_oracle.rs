@@ -7,14 +7,19 @@
 //! 4. `qemu-l3-probe`: QEMU (the reference VMM) boots the L3 cloud kernel with the probe init on
 //!    L2's KVM, the scenario inspects L2 while the guest waits, then releases it.
 //!
+//! And in a run of its own: a test host that dies mid-scenario is booted again for what it had
+//! left (the scenario that was running once more, and those that never started).
+//!
 //! This is the harness's own oracle: if it fails, ghost-vmm's real-guest tests cannot be
-//! trusted either. The boot is shared by the tests below (about 35 s on a 2-core machine).
+//! trusted either. The first boot is shared by the tests below (about 35 s on a 2-core
+//! machine).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use ghost_tests::testhost::{
-    GuestInitramfs, Outcome, RunReport, Scenario, TestHost, PROBE_BYE, PROBE_INIT_OK, PROBE_READY,
+    GuestInitramfs, KernelFlavor, Outcome, RunReport, Scenario, TestHost, PROBE_BYE, PROBE_INIT_OK,
+    PROBE_READY,
 };
 
 const L2_KVM: &str = r#"
@@ -61,8 +66,10 @@ vm_wait l3 30
 fn run() -> &'static (RunReport, String) {
     static RUN: OnceLock<(RunReport, String)> = OnceLock::new();
     RUN.get_or_init(|| {
+        // Exactly one boot: `after-timeout` checks what `timeout` left in the same L2.
         let host = TestHost::new("oracle")
             .expect("test-host assets (tests/testhost/setup.sh)")
+            .reboots(0)
             .guest("probe", GuestInitramfs::probe(true));
         let version = host.assets().cloud.version.clone();
         let report = host
@@ -201,4 +208,88 @@ fn qemu_in_l2_boots_the_l3_probe_guest() {
         l3.duration().unwrap_or_default().as_secs_f64(),
         report.wall.as_secs_f64(),
     );
+}
+
+/// Panics L2's kernel (as a hung or crashed test host would stop): with `panic=-1` and QEMU's
+/// `-no-reboot`, L1 QEMU exits mid-scenario.
+const CRASH_L2: &str = r#"
+echo "CRASHING_BOOT=$(cat /proc/sys/kernel/random/boot_id)"
+echo c >/proc/sysrq-trigger
+sleep 30
+echo "NOT_REACHED"
+"#;
+
+#[test]
+fn a_test_host_that_dies_is_booted_again_for_what_it_left() {
+    // Nothing of L3 is needed: a smaller image, a quicker boot.
+    let host = TestHost::new("oracle-reboots")
+        .expect("test-host assets (tests/testhost/setup.sh)")
+        .without_l3_kernel(KernelFlavor::Cloud)
+        .reboots(2);
+    let report = host
+        .run(&[
+            Scenario::new(
+                "before",
+                "echo \"BEFORE_BOOT=$(cat /proc/sys/kernel/random/boot_id)\"",
+            ),
+            Scenario::new("crash", CRASH_L2).timeout(Duration::from_secs(60)),
+            Scenario::new(
+                "after",
+                "echo \"AFTER_BOOT=$(cat /proc/sys/kernel/random/boot_id)\"",
+            ),
+        ])
+        .expect("the test host boots");
+    eprint!("{report}");
+
+    // `before` ran once, in the first boot; `crash` stopped the first and the second boot and
+    // was not run a third time; `after` never started in either and ran in a third boot.
+    report["before"].assert_success();
+    report["after"].assert_success();
+    let crash = &report["crash"];
+    assert_eq!(
+        crash.outcome(),
+        Outcome::Unfinished,
+        "{}",
+        crash.transcript()
+    );
+    assert!(!crash.contains("NOT_REACHED"), "{}", crash.transcript());
+    assert!(
+        report.completed,
+        "the last boot ran to its end:\n{}",
+        report.tail(30)
+    );
+    assert_eq!(report.early_stops.len(), 2, "{:?}", report.early_stops);
+    assert!(
+        report.early_stops[0].contains("boot 1 stopped early during crash")
+            && report.early_stops[0].contains("a fresh boot runs crash, after"),
+        "{}",
+        report.early_stops[0]
+    );
+    assert!(
+        report.early_stops[1].contains("boot 2 stopped early during crash")
+            && report.early_stops[1].ends_with("a fresh boot runs after"),
+        "{}",
+        report.early_stops[1]
+    );
+    // Three different L2 boots: the kernel's own boot id says so.
+    let before = report["before"]
+        .line_after("BEFORE_BOOT=")
+        .expect("before's boot id");
+    let crashed = crash.line_after("CRASHING_BOOT=").expect("crash's boot id");
+    let after = report["after"]
+        .line_after("AFTER_BOOT=")
+        .expect("after's boot id");
+    assert!(
+        before != crashed && crashed != after && before != after,
+        "{before} {crashed} {after}"
+    );
+    // Each boot logged to its own file.
+    let dir = host.work_dir();
+    for log in ["console.log", "console-2.log", "console-3.log"] {
+        assert!(
+            dir.join(log).is_file(),
+            "{log} missing in {}",
+            dir.display()
+        );
+    }
 }

@@ -19,7 +19,7 @@ use super::error::{Error, Result};
 use super::guest::GuestInitramfs;
 use super::image::{add_busybox, add_dynamic_binary, add_modules};
 use super::paths::{ghost_vmm_binary, target_dir};
-use super::scenario::{RunReport, Scenario};
+use super::scenario::{Outcome, RunReport, Scenario, ScenarioResult};
 
 /// Where ghost-vmm is inside L2 (when given with [`TestHost::ghost_vmm`]).
 pub const L2_GHOST_VMM: &str = "/usr/bin/ghost-vmm";
@@ -85,6 +85,9 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(30);
 /// may stay silent before it counts as wedged and QEMU is killed. L2 kills a scenario at its
 /// timeout itself; only a hung L2 kernel misses this.
 const STALL_SLACK: Duration = Duration::from_secs(90);
+
+/// How many fresh L2 boots [`TestHost::run`] may add when L2 stops before the end.
+const DEFAULT_REBOOTS: u32 = 2;
 
 /// One L2 boot at a time per process: each uses both cores of the CI machine.
 static RUN_LOCK: Mutex<()> = Mutex::new(());
@@ -165,6 +168,7 @@ pub struct TestHost {
     compression: Compression,
     boot_timeout: Duration,
     deadline: Option<Duration>,
+    reboots: u32,
 }
 
 impl TestHost {
@@ -189,6 +193,7 @@ impl TestHost {
             compression: Compression::None,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             deadline: None,
+            reboots: DEFAULT_REBOOTS,
         })
     }
 
@@ -319,20 +324,36 @@ impl TestHost {
         self
     }
 
+    /// How many more times [`run`](Self::run) may boot L2 when a boot stops before the end of
+    /// its scenarios (default 2; 0 for exactly one boot).
+    pub fn reboots(mut self, reboots: u32) -> Self {
+        self.reboots = reboots;
+        self
+    }
+
     /// The directory of this test host's work files (images, console log).
     pub fn work_dir(&self) -> PathBuf {
         target_dir().join("testhost").join(&self.name)
     }
 
-    /// Boots L2 once and runs `scenarios` in order, each under its own timeout, then powers L2
-    /// off. Returns what every scenario printed, timestamped on the host.
+    /// Boots L2 and runs `scenarios` in order, each under its own timeout, then powers L2 off.
+    /// Returns what every scenario printed, timestamped on the host.
     ///
     /// The L2 console goes to `<work_dir>/console.log` and, line by line, to stderr (which the
     /// test harness shows when a test fails). QEMU is killed at the deadline and whenever this
     /// returns. The L2 image is deleted afterwards unless `$GHOST_TESTHOST_KEEP` is set
     /// ([`KEEP_ENV`]); the L3 images stay. Runs in one process are serialized.
     ///
-    /// Errors if the image cannot be built, QEMU cannot start, or L2 never reaches its init.
+    /// A boot that stops before its last scenario ended (L2's kernel hung or crashed, or L1
+    /// QEMU exited) is the test host's failure, not a scenario's: a scenario can only exit or
+    /// time out inside L2. Up to [`reboots`](Self::reboots) fresh boots then run what is left:
+    /// the scenarios that never started, and the one that was running, once more. The report
+    /// keeps the result of each scenario's last run and says, in
+    /// [`early_stops`](RunReport::early_stops), which boot stopped where; boot N > 1 logs to
+    /// `console-N.log`.
+    ///
+    /// Errors if the image cannot be built, QEMU cannot start, or L2 never reaches its init
+    /// on the first boot.
     pub fn run(&self, scenarios: &[Scenario]) -> Result<RunReport> {
         let _serial = RUN_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let mut names = BTreeSet::new();
@@ -343,6 +364,58 @@ impl TestHost {
             }
         }
 
+        // Logs of an earlier run's extra boots would pass for this run's.
+        let work = self.work_dir();
+        if let Ok(entries) = fs::read_dir(&work) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("console-") && name.ends_with(".log") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+
+        let mut report = self.boot(scenarios, 1)?;
+        let mut stopped = Stop::of(&report);
+        let mut rerun = BTreeSet::new();
+        let mut boot = 1;
+        while let Some(stop) = stopped.take() {
+            let again = left_over(scenarios, &report, &mut rerun);
+            let more = !again.is_empty() && boot <= self.reboots;
+            let line = stop.describe(boot, &self.log_path(boot), &again, more);
+            eprintln!("testhost[{}]: {line}", self.name);
+            report.early_stops.push(line);
+            if !more {
+                break;
+            }
+            boot += 1;
+            match self.boot(&again, boot) {
+                Ok(next) => {
+                    stopped = Stop::of(&next);
+                    report.absorb(next);
+                }
+                Err(e) => {
+                    let line = format!("boot {boot} failed: {e}");
+                    eprintln!("testhost[{}]: {line}", self.name);
+                    report.early_stops.push(line);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The console log of the `n`th boot of a run.
+    fn log_path(&self, n: u32) -> PathBuf {
+        if n == 1 {
+            self.work_dir().join("console.log")
+        } else {
+            self.work_dir().join(format!("console-{n}.log"))
+        }
+    }
+
+    /// One L2 boot running `scenarios`; the `n`th of a [`run`](Self::run).
+    fn boot(&self, scenarios: &[Scenario], n: u32) -> Result<RunReport> {
         let work = self.work_dir();
         fs::create_dir_all(&work).map_err(|e| Error::io("creating", &work, e))?;
         let packing = Instant::now();
@@ -350,7 +423,7 @@ impl TestHost {
         let l2_image_bytes = self.build_image(&work, &image, scenarios)?;
         let pack_time = packing.elapsed();
 
-        let log_path = work.join("console.log");
+        let log_path = self.log_path(n);
         let log = File::create(&log_path).map_err(|e| Error::io("creating", &log_path, e))?;
         eprintln!(
             "testhost[{}]: packed {:.1} MiB in {:.1}s; console log: {}",
@@ -413,6 +486,7 @@ impl TestHost {
             wall,
             pack_time,
             l2_image_bytes,
+            early_stops: Vec::new(),
         };
         eprint!("{report}");
         Ok(report)
@@ -567,6 +641,77 @@ impl TestHost {
         )?;
 
         archive.write(out, self.compression)
+    }
+}
+
+/// What a boot that stopped early left to run, in order: every scenario that never started,
+/// and the one that was running when L2 stopped unless it already ran again once (`rerun`).
+fn left_over(
+    scenarios: &[Scenario],
+    report: &RunReport,
+    rerun: &mut BTreeSet<String>,
+) -> Vec<Scenario> {
+    scenarios
+        .iter()
+        .filter(
+            |s| match report.scenario(&s.name).map(ScenarioResult::outcome) {
+                Some(Outcome::NotStarted) | None => true,
+                Some(Outcome::Unfinished) => rerun.insert(s.name.clone()),
+                Some(_) => false,
+            },
+        )
+        .cloned()
+        .collect()
+}
+
+/// Where and how one boot stopped early.
+struct Stop {
+    /// The scenario that was running, if any.
+    running: Option<String>,
+    /// What ended L1 QEMU.
+    how: String,
+}
+
+impl Stop {
+    /// `None` for a boot that ran to its end.
+    fn of(report: &RunReport) -> Option<Stop> {
+        if report.completed {
+            return None;
+        }
+        let running = report
+            .scenarios
+            .iter()
+            .find(|s| s.outcome() == Outcome::Unfinished)
+            .map(|s| s.name.clone());
+        let how = if report.deadline_hit {
+            "QEMU killed at a deadline".to_owned()
+        } else {
+            match report.exit_status {
+                Some(status) => format!("L1 QEMU exited ({status})"),
+                None => "L1 QEMU was killed".to_owned(),
+            }
+        };
+        Some(Stop { running, how })
+    }
+
+    /// One line: which boot stopped where and why, and what happens to what it left
+    /// (`again`; `more`: whether a fresh boot runs it).
+    fn describe(&self, boot: u32, log: &Path, again: &[Scenario], more: bool) -> String {
+        let at = self
+            .running
+            .as_ref()
+            .map_or_else(|| "between scenarios".to_owned(), |s| format!("during {s}"));
+        let names: Vec<&str> = again.iter().map(|s| s.name.as_str()).collect();
+        let next = match (names.is_empty(), more) {
+            (true, _) => "nothing left to run again".to_owned(),
+            (false, true) => format!("a fresh boot runs {}", names.join(", ")),
+            (false, false) => format!("no boot left for {}", names.join(", ")),
+        };
+        format!(
+            "boot {boot} stopped early {at} ({}; log {}): {next}",
+            self.how,
+            log.display()
+        )
     }
 }
 
@@ -753,5 +898,126 @@ impl Drop for QemuSession {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testhost::scenario::Line;
+
+    fn result(name: &str, started: bool, rc: Option<i32>) -> ScenarioResult {
+        ScenarioResult {
+            name: name.into(),
+            rc,
+            started_at: started.then(|| Duration::from_secs(1)),
+            ended_at: rc.map(|_| Duration::from_secs(2)),
+            lines: vec![Line {
+                at: Duration::from_secs(1),
+                text: format!("{name} said"),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn report(results: Vec<ScenarioResult>, completed: bool) -> RunReport {
+        RunReport {
+            scenarios: results,
+            lines: Vec::new(),
+            l2_up_at: Some(Duration::from_secs(10)),
+            l2_info: String::new(),
+            completed,
+            deadline_hit: !completed,
+            exit_status: None,
+            qemu_stderr: String::new(),
+            log_path: PathBuf::from("console.log"),
+            wall: Duration::from_secs(100),
+            pack_time: Duration::from_secs(1),
+            l2_image_bytes: 1,
+            early_stops: Vec::new(),
+        }
+    }
+
+    fn scenarios(names: &[&str]) -> Vec<Scenario> {
+        names.iter().map(|n| Scenario::new(*n, "true")).collect()
+    }
+
+    fn names(s: &[Scenario]) -> Vec<&str> {
+        s.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_stopped_boot_leaves_the_running_scenario_once_and_those_never_started() {
+        let all = scenarios(&["passed", "failed", "wedged", "later"]);
+        let first = report(
+            vec![
+                result("passed", true, Some(0)),
+                result("failed", true, Some(1)),
+                result("wedged", true, None),
+                result("later", false, None),
+            ],
+            false,
+        );
+        let mut rerun = BTreeSet::new();
+        let again = left_over(&all, &first, &mut rerun);
+        // A scenario's own failure is its result; only the test host's stop is run again.
+        assert_eq!(names(&again), ["wedged", "later"]);
+        let stop = Stop::of(&first).expect("an early stop");
+        let line = stop.describe(1, Path::new("console.log"), &again, true);
+        assert!(
+            line.contains("boot 1 stopped early during wedged"),
+            "{line}"
+        );
+        assert!(line.contains("QEMU killed at a deadline"), "{line}");
+        assert!(line.ends_with("a fresh boot runs wedged, later"), "{line}");
+        let line = stop.describe(3, Path::new("console-3.log"), &again, false);
+        assert!(line.ends_with("no boot left for wedged, later"), "{line}");
+        assert!(Stop::of(&report(Vec::new(), true)).is_none());
+
+        // The same scenario stops its second boot too: it is not run a third time.
+        let mut merged = first;
+        merged.absorb(report(
+            vec![result("wedged", true, None), result("later", false, None)],
+            false,
+        ));
+        assert_eq!(names(&left_over(&all, &merged, &mut rerun)), ["later"]);
+    }
+
+    #[test]
+    fn a_later_boot_replaces_what_it_ran_and_ends_the_run() {
+        let mut first = report(
+            vec![
+                result("passed", true, Some(0)),
+                result("wedged", true, None),
+                result("later", false, None),
+            ],
+            false,
+        );
+        first.lines.push(Line {
+            at: Duration::from_secs(5),
+            text: "boot 1".into(),
+        });
+        first.early_stops.push("boot 1 stopped early".into());
+        let mut second = report(
+            vec![
+                result("wedged", true, Some(0)),
+                result("later", true, Some(0)),
+            ],
+            true,
+        );
+        second.lines.push(Line {
+            at: Duration::from_secs(3),
+            text: "boot 2".into(),
+        });
+        first.absorb(second);
+        let order: Vec<&str> = first.scenarios.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(order, ["passed", "wedged", "later"]);
+        assert!(first.all_succeeded());
+        assert!(first.completed && !first.deadline_hit);
+        assert_eq!(first.wall, Duration::from_secs(200));
+        let texts: Vec<&str> = first.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["boot 1", "boot 2"]);
+        assert_eq!(first.early_stops, ["boot 1 stopped early"]);
+        assert!(first.to_string().contains("boot 1 stopped early"));
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! A Linux test host (L2, Debian's cloud kernel) boots under QEMU-TCG with `-cpu max`, so
 //! `kvm-amd` works inside it; ghost-vmm (or QEMU, the reference) runs inside L2 and boots an
-//! L3 guest. A [`TestHost`] builds L2's initramfs, boots it once and runs a list of
-//! [`Scenario`]s (shell scripts) one after the other; the host reads the L2 console line by
-//! line, timestamps each line, and returns a [`RunReport`] with one [`ScenarioResult`] each.
+//! L3 guest. A [`TestHost`] builds L2's initramfs, boots it and runs a list of [`Scenario`]s
+//! (shell scripts) one after the other; the host reads the L2 console line by line, timestamps
+//! each line, and returns a [`RunReport`] with one [`ScenarioResult`] each. An L2 that hangs or
+//! dies before the end is booted again for what it had left ([`TestHost::run`]).
 //!
 //! Prerequisites: `tests/testhost/setup.sh` (run automatically by [`Assets::ensure`]) and, for
 //! scenarios that use ghost-vmm, a built binary (see [`ghost_vmm_binary`]).

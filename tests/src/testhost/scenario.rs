@@ -197,9 +197,33 @@ pub struct RunReport {
     pub pack_time: Duration,
     /// Size of the test host's initramfs image in bytes.
     pub l2_image_bytes: u64,
+    /// One line per boot that stopped before the end of its scenarios: where it stopped, why,
+    /// and what the next boot ran (see [`TestHost::run`](super::TestHost::run)). Empty when
+    /// the first boot ran everything.
+    pub early_stops: Vec<String>,
 }
 
 impl RunReport {
+    /// Takes in a later boot's report: its scenario results replace those of the same name,
+    /// its lines follow (their times count from that boot's start), and its end (completed,
+    /// deadline, QEMU's status and stderr) becomes the run's. Times and sizes add up.
+    pub(crate) fn absorb(&mut self, later: RunReport) {
+        for result in later.scenarios {
+            match self.scenarios.iter_mut().find(|s| s.name == result.name) {
+                Some(slot) => *slot = result,
+                None => self.scenarios.push(result),
+            }
+        }
+        self.lines.extend(later.lines);
+        self.completed = later.completed;
+        self.deadline_hit = later.deadline_hit;
+        self.exit_status = later.exit_status;
+        self.qemu_stderr = later.qemu_stderr;
+        self.wall += later.wall;
+        self.pack_time += later.pack_time;
+        self.early_stops.extend(later.early_stops);
+    }
+
     /// The result of the scenario called `name`.
     pub fn scenario(&self, name: &str) -> Option<&ScenarioResult> {
         self.scenarios.iter().find(|s| s.name == name)
@@ -288,6 +312,9 @@ impl fmt::Display for RunReport {
                 s.outcome(),
                 secs(s.duration())
             )?;
+        }
+        for stop in &self.early_stops {
+            writeln!(f, "  {stop}")?;
         }
         if !self.completed {
             // Why L2 stopped early: QEMU's own word (an abort in an emulated device, say).
