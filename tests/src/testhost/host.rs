@@ -705,7 +705,7 @@ impl Stop {
         let next = match (names.is_empty(), more) {
             (true, _) => "nothing left to run again".to_owned(),
             (false, true) => format!("a fresh boot runs {}", names.join(", ")),
-            (false, false) => format!("no boot left for {}", names.join(", ")),
+            (false, false) => format!("this run boots no more; not run: {}", names.join(", ")),
         };
         format!(
             "boot {boot} stopped early {at} ({}; log {}): {next}",
@@ -971,7 +971,10 @@ mod tests {
         assert!(line.contains("QEMU killed at a deadline"), "{line}");
         assert!(line.ends_with("a fresh boot runs wedged, later"), "{line}");
         let line = stop.describe(3, Path::new("console-3.log"), &again, false);
-        assert!(line.ends_with("no boot left for wedged, later"), "{line}");
+        assert!(
+            line.ends_with("boots no more; not run: wedged, later"),
+            "{line}"
+        );
         assert!(Stop::of(&report(Vec::new(), true)).is_none());
 
         // The same scenario stops its second boot too: it is not run a third time.
