@@ -206,7 +206,8 @@ pub struct RunReport {
 impl RunReport {
     /// Takes in a later boot's report: its scenario results replace those of the same name,
     /// its lines follow (their times count from that boot's start), and its end (completed,
-    /// deadline, QEMU's status and stderr) becomes the run's. Times and sizes add up.
+    /// deadline, QEMU's status and stderr) becomes the run's. Wall and packing times add up;
+    /// the boot time, L2's report line and the image size stay the first boot's.
     pub(crate) fn absorb(&mut self, later: RunReport) {
         for result in later.scenarios {
             match self.scenarios.iter_mut().find(|s| s.name == result.name) {
