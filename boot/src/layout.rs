@@ -87,6 +87,26 @@ pub const BOOT_TIMER_PORT: u16 = 0x440;
 pub const COM1_PORT: u16 = 0x3f8;
 /// COM1 interrupt line (GSI).
 pub const COM1_GSI: u32 = 4;
+/// The CMOS RTC's index port (MC146818: index at 0x70, data at 0x71).
+pub const CMOS_PORT: u16 = 0x70;
+/// The CMOS RTC's ports: index and data.
+pub const CMOS_PORT_LEN: u64 = 2;
+/// The CMOS RTC's interrupt line (ISA IRQ 8, edge, active high; GSI 8 on the IOAPIC).
+pub const RTC_GSI: u32 = 8;
+/// The ACPI Generic Event Device's event register (one MMIO page in the hole, clear of the
+/// IOAPIC and LAPIC): the guest's `_EVT` reads which events are pending, and the read clears
+/// them.
+pub const GED_MMIO_START: u64 = 0xfeb0_0000;
+/// Size of the GED's MMIO region.
+pub const GED_MMIO_SIZE: u64 = 0x1000;
+/// Width of the GED's event register, in bytes (a DWORD at [`GED_MMIO_START`]).
+pub const GED_EVENT_REGISTER_LEN: u64 = 4;
+/// Bit of the GED's event register that means "the power button was pressed" (the DSDT's
+/// `_EVT` notifies `\_SB_.PWRB` for it).
+pub const GED_EVENT_POWER_BUTTON: u32 = 1 << 0;
+/// The GED's interrupt line: an IOAPIC pin clear of the ISA IRQs (and so of the legacy PIC)
+/// and of the PCI INTx pins, edge-triggered, active high.
+pub const GED_GSI: u32 = 20;
 
 /// First of the four IOAPIC pins that PCI INTx lines are wired to (level, active low, as on
 /// PC chipsets).

@@ -1,7 +1,8 @@
 //! `ghost-vmm`: run one VM from its VM file, check a VM file, or report on the host.
 //!
 //! Exit status: 0 success (the guest powered off), 1 the VM failed while running,
-//! 2 bad input (VM file, paths, host resources it asks for) or bad usage.
+//! 2 bad input (VM file, paths, host resources it asks for) or bad usage, 3 the VM was
+//! stopped hard (the guest did not power off in time, a second stop signal, an API stop).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,6 +27,10 @@ const USAGE: &str = "usage: ghost-vmm <command>
 pub(crate) const EXIT_BAD_INPUT: u8 = 2;
 /// Exit status for a VM that failed while running.
 pub(crate) const EXIT_VM_FAILED: u8 = 1;
+/// Exit status for a VM that was stopped hard: it did not power off within `stop_timeout` of
+/// its power button, a second stop signal came, or the control API asked for a hard stop.
+/// Its disks were flushed and its host resources released.
+pub(crate) const EXIT_STOPPED_HARD: u8 = 3;
 
 fn main() -> ExitCode {
     logger::init();
@@ -87,9 +92,9 @@ fn run(file: &Path, options: &RunOptions) -> ExitCode {
             log::info!("guest rebooted; exiting as on_reboot = \"exit\" asks");
             ExitCode::SUCCESS
         }
-        Ok(VmExit::Stopped) => {
-            eprintln!("ghost-vmm: stopped by signal");
-            ExitCode::from(EXIT_VM_FAILED)
+        Ok(VmExit::Stopped(why)) => {
+            eprintln!("ghost-vmm: {}: stopped hard: {why}", config.vm.name);
+            ExitCode::from(EXIT_STOPPED_HARD)
         }
         Ok(VmExit::Fatal(msg)) => {
             eprintln!("ghost-vmm: error: {msg}");

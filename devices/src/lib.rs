@@ -2,8 +2,8 @@
 //!
 //! This crate owns what the guest touches through port I/O and MMIO exits: the [`bus::Bus`]
 //! that dispatches an exit to a device by address, and the emulated platform devices
-//! ([`serial::SerialDevice`], [`power::AcpiPowerDevice`], [`i8042::I8042Device`],
-//! [`boot_timer::BootTimer`]).
+//! ([`serial::SerialDevice`], [`power::AcpiPowerDevice`], [`ged::GedDevice`] (the ACPI power
+//! button's event device), [`i8042::I8042Device`], [`boot_timer::BootTimer`]).
 //! It never links KVM: interrupts leave a device through `EventFd`s that the VMM wires to
 //! KVM (irqfd), and power actions through a [`power::PowerHandler`].
 //!
@@ -11,6 +11,7 @@
 
 pub mod boot_timer;
 pub mod bus;
+pub mod ged;
 pub mod i8042;
 pub mod pci;
 pub mod power;

@@ -32,7 +32,8 @@ die() { echo "testhost-setup: error: $*" >&2; exit 1; }
 # ---------------------------------------------------------------------------
 # 1. Host packages.
 # ---------------------------------------------------------------------------
-packages=(qemu-system-x86 ipxe-qemu busybox-static cpio gzip xz-utils zstd lz4 kmod e2fsprogs)
+packages=(qemu-system-x86 ipxe-qemu busybox-static cpio gzip xz-utils zstd lz4 kmod e2fsprogs
+    acpica-tools) # acpica-tools: iasl, which the ACPI unit tests disassemble the DSDT with
 sudo=""
 [[ $(id -u) == 0 ]] || sudo=sudo
 apt_update() { $sudo apt-get -q -o DPkg::Lock::Timeout=600 update >&2; }

@@ -72,6 +72,20 @@ impl Backends {
             .collect()
     }
 
+    /// Makes everything written to the writable disks durable (`fdatasync`); errors are
+    /// logged. Called when the run ends, however it ends.
+    pub(crate) fn flush_disks(&self) {
+        for (index, disk) in self.disks.iter().enumerate() {
+            if disk.readonly() {
+                continue;
+            }
+            match disk.sync() {
+                Ok(()) => log::info!("disk[{index}]: flushed {}", disk.path().display()),
+                Err(e) => log::error!("disk[{index}]: cannot flush {}: {e}", disk.path().display()),
+            }
+        }
+    }
+
     /// Fresh device models for one boot of the VM, with their names, in PCI slot order:
     /// disks first (so `[[disk]]` i is the guest's i-th virtio disk), then NICs.
     pub(crate) fn devices(&self, config: &VmConfig) -> Result<Vec<NamedDevice>, VmmError> {

@@ -14,7 +14,9 @@ mod backends;
 mod boot;
 mod console;
 mod interrupt;
+mod lifecycle;
 mod memory;
+mod notify;
 mod passthrough;
 mod pci;
 mod vcpu;
@@ -22,6 +24,7 @@ mod vm;
 
 use std::path::PathBuf;
 
+pub use lifecycle::{Refusal, Request, RunState};
 pub use memory::{MemoryBacking, MemoryError};
 pub use vcpu::{ExitStats, VmExit};
 pub use vm::preflight;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use ghost_devices::power::{PowerAction, PowerHandler};
 use ghost_devices::Bus;
@@ -24,16 +24,27 @@ pub enum VmExit {
     Reset,
     /// A fatal vCPU condition (triple fault, KVM internal error, failed entry).
     Fatal(String),
-    /// The VMM was asked to stop (SIGINT/SIGTERM).
-    Stopped,
+    /// The VMM stopped the VM hard (the guest did not power off in time, a second stop
+    /// signal, the control API's `stop`); the text says why.
+    Stopped(String),
 }
 
-/// Shared stop/exit state of one VM: the first exit reason wins.
+/// Shared stop/exit and pause state of one VM: the first exit reason wins.
 #[derive(Debug)]
 pub struct VmControl {
     stop: AtomicBool,
     reason: Mutex<Option<VmExit>>,
     exit_evt: EventFd,
+    /// Whether vCPUs must park outside KVM_RUN.
+    pause: AtomicBool,
+    /// How many vCPU threads are parked; guarded with `unparked`.
+    parked: Mutex<usize>,
+    /// Signalled when `parked` changes, on resume and on stop.
+    unparked: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl VmControl {
@@ -43,18 +54,74 @@ impl VmControl {
             stop: AtomicBool::new(false),
             reason: Mutex::new(None),
             exit_evt,
+            pause: AtomicBool::new(false),
+            parked: Mutex::new(0),
+            unparked: Condvar::new(),
         }
     }
 
-    /// Records `exit` (unless a reason is already recorded) and wakes the event loop.
+    /// Records `exit` (unless a reason is already recorded) and wakes the event loop and any
+    /// parked vCPU.
     pub fn request_exit(&self, exit: VmExit) {
-        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reason = lock(&self.reason);
         if reason.is_none() {
             *reason = Some(exit);
         }
         self.stop.store(true, Ordering::SeqCst);
+        drop(reason);
+        // Taking the lock orders the store before a parked vCPU's re-check.
+        drop(lock(&self.parked));
+        self.unparked.notify_all();
         // If the eventfd counter is saturated the loop is already awake.
         let _ = self.exit_evt.write(1);
+    }
+
+    /// Asks every vCPU to park outside KVM_RUN at its next exit (the VMM kicks them out of
+    /// KVM_RUN and waits with [`wait_parked`](Self::wait_parked)).
+    pub fn request_pause(&self) {
+        self.pause.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets parked vCPUs run again.
+    pub fn resume(&self) {
+        let guard = lock(&self.parked);
+        self.pause.store(false, Ordering::SeqCst);
+        drop(guard);
+        self.unparked.notify_all();
+    }
+
+    /// Whether vCPUs are asked to park.
+    pub fn pause_requested(&self) -> bool {
+        self.pause.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `timeout` until `count` vCPUs are parked; `false` if they were not.
+    pub fn wait_parked(&self, count: usize, timeout: std::time::Duration) -> bool {
+        let guard = lock(&self.parked);
+        let (guard, _) = self
+            .unparked
+            .wait_timeout_while(guard, timeout, |parked| *parked < count && !self.stopping())
+            .unwrap_or_else(|e| e.into_inner());
+        *guard >= count
+    }
+
+    /// Called by a vCPU thread outside KVM_RUN: blocks while a pause is requested and the VM
+    /// is not stopping. Returns whether it parked at all.
+    fn park(&self) -> bool {
+        let mut parked = lock(&self.parked);
+        if !self.pause_requested() || self.stopping() {
+            return false;
+        }
+        *parked += 1;
+        self.unparked.notify_all();
+        while self.pause_requested() && !self.stopping() {
+            parked = self
+                .unparked
+                .wait(parked)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *parked -= 1;
+        true
     }
 
     /// Whether vCPUs should stop.
@@ -64,10 +131,7 @@ impl VmControl {
 
     /// The recorded exit reason.
     pub fn reason(&self) -> Option<VmExit> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.reason).clone()
     }
 
     /// The eventfd written on every exit request.
@@ -90,14 +154,36 @@ impl PowerHandler for PowerToControl {
     }
 }
 
-/// Running totals of PIO and MMIO exits (per VM, shared by its vCPUs): what the boot timer
-/// reports at each guest milestone. The full breakdown is each vCPU's [`ExitStats`].
+/// Running totals of exits by reason (per VM, shared by its vCPUs, one relaxed atomic add
+/// per exit): what the boot timer reports at each guest milestone and the control API's
+/// `GET /vm` shows while the VM runs. The breakdown by port and page is each vCPU's
+/// [`ExitStats`].
 #[derive(Debug, Default)]
 pub struct ExitCounters {
-    /// Port I/O exits.
-    pub pio: AtomicU64,
-    /// MMIO exits.
-    pub mmio: AtomicU64,
+    /// `in` instructions.
+    pub pio_in: AtomicU64,
+    /// `out` instructions.
+    pub pio_out: AtomicU64,
+    /// MMIO reads.
+    pub mmio_read: AtomicU64,
+    /// MMIO writes.
+    pub mmio_write: AtomicU64,
+    /// KVM_RUN interrupted (a kick or another signal).
+    pub intr: AtomicU64,
+    /// PIO or MMIO accesses no device claimed.
+    pub unclaimed: AtomicU64,
+}
+
+impl ExitCounters {
+    /// Port I/O exits so far.
+    pub fn pio(&self) -> u64 {
+        self.pio_in.load(Ordering::Relaxed) + self.pio_out.load(Ordering::Relaxed)
+    }
+
+    /// MMIO exits so far.
+    pub fn mmio(&self) -> u64 {
+        self.mmio_read.load(Ordering::Relaxed) + self.mmio_write.load(Ordering::Relaxed)
+    }
 }
 
 /// One vCPU's exits to userspace by reason and by address, kept by its thread without locks
@@ -244,11 +330,19 @@ impl Vcpu {
     /// Returns this vCPU's exit statistics.
     pub fn run(mut self) -> ExitStats {
         while !self.control.stopping() {
+            if self.control.pause_requested() {
+                if self.control.park() {
+                    // Tell the guest it was stopped, so its soft-lockup watchdog does not
+                    // count the pause (KVM_KVMCLOCK_CTRL; fails harmlessly without kvmclock).
+                    let _ = self.fd.kvmclock_ctrl();
+                }
+                continue;
+            }
             if let Err(fatal) = self.run_once() {
                 self.control.request_exit(VmExit::Fatal(fatal));
             }
         }
-        if self.control.reason() == Some(VmExit::Stopped) {
+        if matches!(self.control.reason(), Some(VmExit::Stopped(_))) {
             // Where a guest was when the VMM was told to stop: the first clue to a hung guest.
             log::info!("{}", self.fatal("stopped"));
         }
@@ -261,39 +355,43 @@ impl Vcpu {
         let stats = &mut self.stats;
         match self.fd.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
-                counters.pio.fetch_add(1, Ordering::Relaxed);
+                counters.pio_in.fetch_add(1, Ordering::Relaxed);
                 stats.pio_in += 1;
                 stats.pio(port);
                 if !self.pio.read(u64::from(port), data) {
+                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
                     stats.unclaimed += 1;
                     data.fill(0xff);
                 }
                 Ok(())
             }
             Ok(VcpuExit::IoOut(port, data)) => {
-                counters.pio.fetch_add(1, Ordering::Relaxed);
+                counters.pio_out.fetch_add(1, Ordering::Relaxed);
                 stats.pio_out += 1;
                 stats.pio(port);
                 if !self.pio.write(u64::from(port), data) {
+                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
                     stats.unclaimed += 1;
                 }
                 Ok(())
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                counters.mmio.fetch_add(1, Ordering::Relaxed);
+                counters.mmio_read.fetch_add(1, Ordering::Relaxed);
                 stats.mmio_read += 1;
                 stats.mmio(addr);
                 if !self.mmio.read(addr, data) {
+                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
                     stats.unclaimed += 1;
                     data.fill(0xff);
                 }
                 Ok(())
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
-                counters.mmio.fetch_add(1, Ordering::Relaxed);
+                counters.mmio_write.fetch_add(1, Ordering::Relaxed);
                 stats.mmio_write += 1;
                 stats.mmio(addr);
                 if !self.mmio.write(addr, data) {
+                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
                     stats.unclaimed += 1;
                 }
                 Ok(())
@@ -323,6 +421,7 @@ impl Vcpu {
                 Ok(())
             }
             Ok(VcpuExit::Intr) => {
+                counters.intr.fetch_add(1, Ordering::Relaxed);
                 stats.intr += 1;
                 Ok(())
             }
@@ -331,6 +430,7 @@ impl Vcpu {
                 Err(self.fatal(&what))
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                counters.intr.fetch_add(1, Ordering::Relaxed);
                 stats.intr += 1;
                 Ok(())
             }

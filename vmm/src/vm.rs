@@ -1,8 +1,8 @@
 //! One VM's life: build it from a [`VmConfig`], run its vCPUs and device loop, tear it down.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::FromRawFd;
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use ghost_boot::layout;
 use ghost_devices::boot_timer::{BootTimer, MilestoneSink};
+use ghost_devices::ged::GedDevice;
 use ghost_devices::i8042::{I8042Device, I8042_DATA_PORT, I8042_PORT_LEN};
 use ghost_devices::power::AcpiPowerDevice;
 use ghost_devices::serial::{SerialDevice, SerialOutput, SERIAL_PORT_LEN};
@@ -25,6 +26,7 @@ use crate::backends::Backends;
 use crate::config::{OnReboot, SerialMode, VmConfig};
 use crate::console::{open_console_file, ConsoleInput, RawTerminal};
 use crate::interrupt::GsiRouting;
+use crate::lifecycle::{BootHandles, Lifecycle, RunControl, VcpuKicker};
 use crate::memory::{create_guest_memory, MemoryBacking};
 use crate::passthrough::{HostBindings, KvmSlots, Passthrough};
 use crate::pci::PciPlatform;
@@ -38,20 +40,6 @@ use crate::{boot, VmmError};
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// KVM's identity-map page for real-mode emulation, just below the TSS.
 const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
-
-/// Write end of the "the VMM was asked to stop" eventfd, for the SIGINT/SIGTERM handler.
-static STOP_SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    let fd = STOP_SIGNAL_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let one: u64 = 1;
-        // SAFETY: write(2) is async-signal-safe; the buffer is a valid u64.
-        unsafe {
-            libc::write(fd, (&one as *const u64).cast(), 8);
-        }
-    }
-}
 
 /// How to run a VM, beyond its file.
 #[derive(Debug, Clone, Default)]
@@ -72,12 +60,8 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     let started = Instant::now();
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
     install_kick_handler().map_err(VmmError::Signals)?;
-    let stop_evt = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
-    STOP_SIGNAL_FD.store(stop_evt.as_raw_fd(), Ordering::SeqCst);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        vmm_sys_util::signal::register_signal_handler(sig, on_stop_signal)
-            .map_err(|e| VmmError::Signals(std::io::Error::from_raw_os_error(e.errno())))?;
-    }
+    // From here on, a stop signal presses the guest's power button instead of killing us.
+    let run = RunControl::install().map_err(VmmError::Signals)?;
     let _terminal = match config.serial.mode {
         SerialMode::Stdio => RawTerminal::enter(libc::STDIN_FILENO),
         _ => None,
@@ -90,9 +74,11 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     // Passed-through devices: checked, and bound to vfio-pci where the file asks; given back
     // on every way out of this function.
     let bindings = HostBindings::prepare(config)?;
-    let result = run_until_exit(&kvm, config, options, &backends, &stop_evt, started);
+    let result = run_until_exit(&kvm, config, options, &backends, &run, started);
+    run.refuse_pending("the VM has stopped");
+    // Whatever ended the run, what the guest wrote reaches the disks before we exit.
+    backends.flush_disks();
     bindings.restore();
-    STOP_SIGNAL_FD.store(-1, Ordering::SeqCst);
     result
 }
 
@@ -101,20 +87,26 @@ fn run_until_exit(
     config: &VmConfig,
     options: &RunOptions,
     backends: &Backends,
-    stop_evt: &EventFd,
+    run: &Arc<RunControl>,
     started: Instant,
 ) -> Result<VmExit, VmmError> {
     // The first boot's milestones count from the VMM's start; a restart's from its own.
     let mut boot_start = started;
     loop {
         let vm = Vm::new(kvm, config, backends, boot_start)?;
-        let (exit, stats) = vm.run(stop_evt)?;
+        let (exit, stats) = vm.run(run, config.vm.stop_timeout.duration())?;
         if options.exit_stats {
             log::warn!("{}: {}", config.vm.name, stats.report(8));
         }
         boot_start = Instant::now();
         match exit {
-            VmExit::Reset if config.vm.on_reboot == OnReboot::Restart => {
+            // A stop is under way: the guest chose to reset instead of powering off.
+            VmExit::Reset if run.stopping() => {
+                let why = "the guest reset instead of powering off after the power button";
+                log::warn!("{}: stopping the VM hard: {why}", config.vm.name);
+                return Ok(VmExit::Stopped(why.into()));
+            }
+            VmExit::Reset if run.take_restart() || config.vm.on_reboot == OnReboot::Restart => {
                 log::info!("{}: guest reset; restarting", config.vm.name);
                 continue;
             }
@@ -125,13 +117,15 @@ fn run_until_exit(
 
 /// A built, not yet running VM.
 struct Vm {
-    _vm_fd: Arc<VmFd>,
+    vm_fd: Arc<VmFd>,
     _memory: GuestMemoryMmap,
     _pci: PciPlatform,
     vcpus: Vec<Vcpu>,
     control: Arc<VmControl>,
     serial: Arc<Mutex<SerialDevice>>,
     serial_input_ready: EventFd,
+    ged: Arc<Mutex<GedDevice>>,
+    counters: Arc<ExitCounters>,
     console_input: bool,
     affinity: Option<Vec<usize>>,
     name: String,
@@ -230,6 +224,13 @@ impl Vm {
             u64::from(I8042_DATA_PORT),
             I8042_PORT_LEN,
         )?;
+        // The power button: the GED's event register and its edge-triggered interrupt.
+        let ged_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
+        vm_fd
+            .register_irqfd(&ged_irq, layout::GED_GSI)
+            .map_err(VmmError::kvm("KVM_IRQFD"))?;
+        let ged = Arc::new(Mutex::new(GedDevice::new(ged_irq)));
+        mmio.insert(ged.clone(), layout::GED_MMIO_START, layout::GED_MMIO_SIZE)?;
 
         pio.insert(
             Arc::new(Mutex::new(BootTimer::new(
@@ -268,13 +269,15 @@ impl Vm {
         }
 
         Ok(Self {
-            _vm_fd: vm_fd,
+            vm_fd,
             _memory: memory,
             _pci: pci,
             vcpus,
             control,
             serial,
             serial_input_ready,
+            ged,
+            counters,
             console_input: config.serial.mode == SerialMode::Stdio,
             affinity: config.vm.cpu_affinity.clone(),
             name: config.vm.name.clone(),
@@ -282,13 +285,32 @@ impl Vm {
     }
 
     /// Runs until the guest or the VMM stops the VM; returns why, and the exits of all vCPUs.
-    fn run(self, stop_evt: &EventFd) -> Result<(VmExit, ExitStats), VmmError> {
+    /// Stop signals and control requests reach it through `run`.
+    fn run(
+        self,
+        run: &Arc<RunControl>,
+        stop_timeout: Duration,
+    ) -> Result<(VmExit, ExitStats), VmmError> {
         let mut events = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
             .map_err(VmmError::EventManager)?;
         events.add_subscriber(Arc::new(Mutex::new(ExitWatcher {
             control: self.control.clone(),
-            stop_evt: stop_evt.try_clone().map_err(VmmError::EventFd)?,
         })));
+        let kicker = Arc::new(VcpuKicker::new(vcpu_kick_signal()));
+        let lifecycle = Lifecycle::new(
+            run.clone(),
+            BootHandles {
+                control: self.control.clone(),
+                ged: self.ged.clone(),
+                power_button: layout::GED_EVENT_POWER_BUTTON,
+                vm_fd: self.vm_fd.clone(),
+                kicker: kicker.clone(),
+            },
+            stop_timeout,
+            self.name.clone(),
+        )
+        .map_err(VmmError::EventFd)?;
+        events.add_subscriber(Arc::new(Mutex::new(lifecycle)));
         if self.console_input {
             // SAFETY: dup returns a new fd that we own (or -1, checked below).
             let fd = unsafe { libc::dup(libc::STDIN_FILENO) };
@@ -317,7 +339,10 @@ impl Vm {
                     vcpu.run()
                 });
             match spawned {
-                Ok(t) => threads.push(t),
+                Ok(t) => {
+                    kicker.add(t.as_pthread_t());
+                    threads.push(t);
+                }
                 Err(e) => {
                     self.control
                         .request_exit(VmExit::Fatal(format!("cannot start vCPU thread {i}: {e}")));
@@ -326,6 +351,7 @@ impl Vm {
             }
         }
 
+        run.boot_started(self.counters.clone());
         while !self.control.stopping() {
             if let Err(e) = events.run() {
                 self.control
@@ -334,7 +360,10 @@ impl Vm {
         }
         let stats = stop_vcpus(threads, vcpu_kick_signal());
         log::debug!("{}: {}", self.name, stats.report(8));
-        Ok((self.control.reason().unwrap_or(VmExit::Stopped), stats))
+        let exit = self.control.reason().unwrap_or(VmExit::Fatal(
+            "the VM stopped without a reason (a bug in ghost-vmm)".into(),
+        ));
+        Ok((exit, stats))
     }
 }
 
@@ -350,8 +379,8 @@ impl MilestoneSink for MilestoneLog {
             "{}: guest milestone {value} at {:.1} ms (exits so far: pio {}, mmio {})",
             self.vm,
             elapsed.as_secs_f64() * 1e3,
-            self.counters.pio.load(Ordering::Relaxed),
-            self.counters.mmio.load(Ordering::Relaxed)
+            self.counters.pio(),
+            self.counters.mmio()
         );
     }
 
@@ -391,25 +420,19 @@ fn pin_current_thread(cpu: usize) {
     }
 }
 
-/// Wakes the event loop when the VM must stop (guest request or host signal).
+/// Wakes the event loop when the VM must stop (the guest powered off or reset, a vCPU
+/// failed, or the lifecycle stopped it).
 struct ExitWatcher {
     control: Arc<VmControl>,
-    stop_evt: EventFd,
 }
 
 impl MutEventSubscriber for ExitWatcher {
     fn init(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(self.control.exit_evt(), EventSet::IN));
-        let _ = ops.add(Events::new(&self.stop_evt, EventSet::IN));
     }
 
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        if events.fd() == self.stop_evt.as_raw_fd() {
-            let _ = self.stop_evt.read();
-            self.control.request_exit(VmExit::Stopped);
-        } else {
-            let _ = self.control.exit_evt().read();
-        }
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.control.exit_evt().read();
     }
 }
 

@@ -115,13 +115,15 @@ vm_wait() {
     return "$(cat "$_vm.rc")"
 }
 
-# vm_kill NAME: stop the VM: SIGTERM first, so that a VMM can say where its vCPUs were
-# (ghost-vmm logs their registers at GHOST_LOG=info), then SIGKILL after 3 s; wait for its
-# output to drain.
+# vm_kill NAME: stop the VM hard: two SIGTERMs (ghost-vmm presses the guest's power button on
+# the first and stops hard on the second, logging where its vCPUs were at GHOST_LOG=info; QEMU
+# exits on the first), then SIGKILL after 3 s; wait for its output to drain.
 vm_kill() {
     _vm=$GHOST_VM_DIR/$1
     if [ -f "$_vm.pid" ]; then
         _pid=$(cat "$_vm.pid")
+        kill -TERM "$_pid" 2>/dev/null
+        sleep 0.2
         kill -TERM "$_pid" 2>/dev/null
         _n=0
         while [ ! -f "$_vm.rc" ] && [ $_n -lt 30 ]; do

@@ -7,6 +7,7 @@
 //! # Ok::<(), ghost_vmm::config::ConfigError>(())
 //! ```
 
+mod duration;
 mod error;
 mod mac;
 mod messages;
@@ -21,13 +22,15 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use duration::TimeSpan;
 pub(crate) use error::io_reason;
 pub use error::{ConfigError, Location, ParseValueError};
 pub use mac::MacAddr;
 pub use pci::PciAddress;
 pub use sections::{
     BootConfig, DiskConfig, MemoryConfig, NetConfig, OnReboot, SerialConfig, SerialMode,
-    VfioConfig, VmConfig, VmSection, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB, VCPUS_RANGE,
+    VfioConfig, VmConfig, VmSection, CONTROL_SOCKET_DIR, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB,
+    DEFAULT_STOP_TIMEOUT, VCPUS_RANGE,
 };
 pub use size::{ByteSize, HugepageSize};
 pub use validate::{MAX_CMDLINE_LEN, MAX_NAME_LEN, MIN_MEMORY_MIB};
@@ -79,6 +82,7 @@ impl VmConfig {
         let paths = std::iter::once(&mut self.boot.kernel)
             .chain(self.boot.initramfs.as_mut())
             .chain(self.serial.path.as_mut())
+            .chain(self.vm.control_socket.as_mut())
             .chain(self.disk.iter_mut().map(|d| &mut d.path))
             .chain(self.vfio.iter_mut().filter_map(|v| v.rom.as_mut()));
         paths.for_each(resolve);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use super::duration::TimeSpan;
 use super::mac::MacAddr;
 use super::pci::PciAddress;
 use super::size::{ByteSize, HugepageSize};
@@ -59,6 +60,32 @@ pub struct VmSection {
     /// What a guest reboot does (default: restart the VM in place).
     #[serde(default)]
     pub on_reboot: OnReboot,
+    /// How long a graceful stop (SIGTERM, `ghost-vmm shutdown`) waits for the guest to power
+    /// off after its power button was pressed, before the VM is stopped hard (default 90 s;
+    /// `"0s"`: stop hard at once).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: TimeSpan,
+    /// The control API's Unix socket (default: `/run/ghost-vmm/NAME.sock`).
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+}
+
+/// The folder of the VMs' control sockets, where `ghost-vmm list` looks.
+pub const CONTROL_SOCKET_DIR: &str = "/run/ghost-vmm";
+/// `vm.stop_timeout` when the file does not say.
+pub const DEFAULT_STOP_TIMEOUT: TimeSpan = TimeSpan::from_secs(90);
+
+fn default_stop_timeout() -> TimeSpan {
+    DEFAULT_STOP_TIMEOUT
+}
+
+impl VmSection {
+    /// The control socket's path: `control_socket`, or `/run/ghost-vmm/NAME.sock`.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.control_socket.clone().unwrap_or_else(|| {
+            PathBuf::from(CONTROL_SOCKET_DIR).join(format!("{}.sock", self.name))
+        })
+    }
 }
 
 /// What ghost-vmm does when the guest reboots (`vm.on_reboot`).

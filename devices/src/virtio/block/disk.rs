@@ -259,6 +259,12 @@ impl DiskImage {
         self.file.sync_data()
     }
 
+    /// Makes every completed write durable (`fdatasync`): what the VMM does when a VM stops,
+    /// once its device models (and their requests in flight) are gone.
+    pub fn sync(&self) -> io::Result<()> {
+        self.flush()
+    }
+
     /// Deallocates `len` bytes at `offset`. A backend that turns out not to support it is
     /// left as it is: discarding is a hint.
     pub(crate) fn discard(&self, offset: u64, len: u64) -> io::Result<()> {

@@ -43,7 +43,7 @@ fn unknown_key_in_a_section() {
     assert_error(
         &e,
         3,
-        &["vm.toml:3:1: unknown key `vcpu` in [vm] (expected one of name, vcpus, cpu_affinity, on_reboot)"],
+        &["vm.toml:3:1: unknown key `vcpu` in [vm] (expected one of name, vcpus, cpu_affinity, on_reboot, stop_timeout, control_socket)"],
     );
 }
 
@@ -267,6 +267,22 @@ fn size_errors() {
     );
     let e = error(&with("[memory]\nsize = 9223372036854775807\n"));
     assert_error(&e, 7, &["memory.size:", "too large"]);
+}
+
+#[test]
+fn stop_timeout_errors() {
+    let e = error("[vm]\nname = \"a\"\nstop_timeout = \"soon\"\n[boot]\nkernel = \"vmlinuz\"\n");
+    assert_error(
+        &e,
+        3,
+        &["vm.stop_timeout: \"soon\" is not a duration (use ms, s, m or h: \"90s\", \"2m\", or a plain number of seconds)"],
+    );
+    let e = error("[vm]\nname = \"a\"\nstop_timeout = -5\n[boot]\nkernel = \"vmlinuz\"\n");
+    assert_error(
+        &e,
+        3,
+        &["vm.stop_timeout: -5 is not a duration (durations are not negative)"],
+    );
 }
 
 #[test]

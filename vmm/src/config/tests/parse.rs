@@ -14,6 +14,8 @@ name = "workstation"
 vcpus = 4
 cpu_affinity = [0, 1, 2, 3]
 on_reboot = "exit"
+stop_timeout = "2m"
+control_socket = "ctl/ws.sock"
 
 [memory]
 size = "16G"
@@ -62,6 +64,12 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(c.vm.vcpus, 1);
     assert_eq!(c.vm.cpu_affinity, None);
     assert_eq!(c.vm.on_reboot, OnReboot::Restart);
+    assert_eq!(c.vm.stop_timeout.duration().as_secs(), 90);
+    assert_eq!(c.vm.control_socket, None);
+    assert_eq!(
+        c.vm.control_socket_path(),
+        Path::new("/run/ghost-vmm/test.sock")
+    );
     assert_eq!(c.memory.size, ByteSize::from_bytes(512 << 20));
     assert!(!c.memory.hugepages);
     assert_eq!(c.memory.hugepage_size, HugepageSize::Size2M);
@@ -83,6 +91,8 @@ fn every_key() {
     assert_eq!(c.vm.vcpus, 4);
     assert_eq!(c.vm.cpu_affinity, Some(vec![0, 1, 2, 3]));
     assert_eq!(c.vm.on_reboot, OnReboot::Exit);
+    assert_eq!(c.vm.stop_timeout.duration().as_secs(), 120);
+    assert_eq!(c.vm.control_socket_path(), fixture.path("ctl/ws.sock"));
     assert_eq!(c.memory.size.bytes(), 16 << 30);
     assert!(c.memory.hugepages);
     assert_eq!(c.memory.hugepage_size, HugepageSize::Size1G);

@@ -1,0 +1,171 @@
+//! What the payload tests share: a minimal ELF64 "vmlinux" builder, payload code, and a
+//! folder with a VM file that boots it.
+
+#![allow(dead_code)] // Each test binary uses its own part.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Where the payload's code is loaded (physical), as a Linux vmlinux is.
+const LOAD_ADDR: u64 = 0x100_0000;
+const EHDR_LEN: u16 = 64;
+const PHDR_LEN: u16 = 56;
+
+/// Builds an ELF64 executable with one PT_LOAD segment holding `code` at LOAD_ADDR+120.
+pub fn elf_with_code(code: &[u8]) -> Vec<u8> {
+    let code_off = usize::from(EHDR_LEN + PHDR_LEN);
+    let total = code_off + code.len();
+    let entry = LOAD_ADDR + code_off as u64;
+    let mut f = Vec::with_capacity(total);
+    f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    f.extend_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    f.extend_from_slice(&entry.to_le_bytes());
+    f.extend_from_slice(&u64::from(EHDR_LEN).to_le_bytes()); // e_phoff
+    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    f.extend_from_slice(&EHDR_LEN.to_le_bytes());
+    f.extend_from_slice(&PHDR_LEN.to_le_bytes());
+    f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    f.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    f.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
+    f.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+    assert_eq!(f.len(), usize::from(EHDR_LEN));
+    f.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    f.extend_from_slice(&7u32.to_le_bytes()); // RWX
+    f.extend_from_slice(&0u64.to_le_bytes()); // p_offset
+    f.extend_from_slice(&LOAD_ADDR.to_le_bytes()); // p_vaddr
+    f.extend_from_slice(&LOAD_ADDR.to_le_bytes()); // p_paddr
+    f.extend_from_slice(&(total as u64).to_le_bytes()); // p_filesz
+    f.extend_from_slice(&(total as u64).to_le_bytes()); // p_memsz
+    f.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    f.extend_from_slice(code);
+    f
+}
+
+/// Code that prints `msg` on COM1, then writes `power_value` to the ACPI power port (0x600),
+/// then halts forever.
+pub fn print_then_power(msg: &str, power_value: u8) -> Vec<u8> {
+    let mut c = vec![
+        0x48,
+        0x8d,
+        0x35,
+        0x16,
+        0,
+        0,
+        0, // lea rsi, [rip + 0x16] (the message)
+        0x66,
+        0xba,
+        0xf8,
+        0x03, // mov dx, 0x3f8
+        0xac, // loop: lodsb
+        0x84,
+        0xc0, // test al, al
+        0x74,
+        0x03, // jz done
+        0xee, // out dx, al
+        0xeb,
+        0xf8, // jmp loop
+        0x66,
+        0xba,
+        0x00,
+        0x06, // done: mov dx, 0x600
+        0xb0,
+        power_value, // mov al, power_value
+        0xee,        // out dx, al
+        0xf4,        // halt: hlt
+        0xeb,
+        0xfd, // jmp halt
+    ];
+    assert_eq!(c.len(), 29);
+    c.extend_from_slice(msg.as_bytes());
+    c.push(0);
+    c
+}
+
+pub struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the payload and a VM file that boots it; returns the VM file's path.
+    pub fn vm(&self, code: &[u8], extra_vm: &str) -> PathBuf {
+        std::fs::write(self.path("payload.elf"), elf_with_code(code)).expect("write payload");
+        let toml = format!(
+            "[vm]\nname = \"payload\"\nvcpus = 1\n{extra_vm}\n[memory]\nsize = \"64M\"\n[boot]\nkernel = \"payload.elf\"\ncmdline = \"console=ttyS0\"\n"
+        );
+        let p = self.path("vm.toml");
+        std::fs::write(&p, toml).expect("write vm.toml");
+        p
+    }
+}
+
+pub fn ghost_vmm(args: &[&Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn ghost-vmm")
+}
+
+pub fn kvm_available() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Code that prints `msg` on COM1 and then runs `tail` (which must not fall through).
+pub fn print_then(msg: &str, tail: &[u8]) -> Vec<u8> {
+    let print: [u8; 12] = [
+        0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xac, // loop: lodsb
+        0x84, 0xc0, // test al, al
+        0x74, 0x03, // jz done
+        0xee, // out dx, al
+        0xeb, 0xf8, // jmp loop
+    ];
+    // lea rsi, [rip + disp]: the message follows the print loop and the tail.
+    let disp = u32::try_from(print.len() + tail.len()).expect("short code");
+    let mut c = vec![0x48, 0x8d, 0x35];
+    c.extend_from_slice(&disp.to_le_bytes());
+    c.extend_from_slice(&print);
+    c.extend_from_slice(tail);
+    c.extend_from_slice(msg.as_bytes());
+    c.push(0);
+    c
+}
+
+/// Halts forever: a guest that ignores its power button.
+pub const HALT_FOREVER: [u8; 3] = [0xf4, 0xeb, 0xfd]; // halt: hlt; jmp halt
+
+/// Polls the ACPI GED's event register (at `ged_base`) until the power-button bit (bit 0) is
+/// set, then powers off through the ACPI power port (S5), as a guest's `_EVT` and logind
+/// would, in a few instructions.
+pub fn power_button_poller(ged_base: u32) -> Vec<u8> {
+    let mut c = vec![0x48, 0xbb]; // mov rbx, imm64
+    c.extend_from_slice(&u64::from(ged_base).to_le_bytes());
+    c.extend_from_slice(&[
+        0x8b, 0x03, // poll: mov eax, [rbx]
+        0xa8, 0x01, // test al, 1
+        0x74, 0xfa, // jz poll
+        0x66, 0xba, 0x00, 0x06, // mov dx, 0x600
+        0xb0, 0x34, // mov al, SLP_TYP 5 << 2 | SLP_EN
+        0xee, // out dx, al
+    ]);
+    c.extend_from_slice(&HALT_FOREVER);
+    c
+}

@@ -1,0 +1,185 @@
+//! Issue 13's power button and hard stop in the nested test host, with busybox guests on the
+//! stock Debian cloud kernel (the Debian systemd guest, where logind acts on the button, is
+//! `server_lifecycle.rs`).
+//!
+//! All scenarios share one L2 boot:
+//! - `power-button`: the guest loads Linux's ACPI `button` driver, finds "Power Button" in
+//!   `/proc/bus/input/devices` and waits for a key event on its input device; SIGTERM to
+//!   ghost-vmm must deliver that event (ACPI GED interrupt → `_EVT` → `Notify (PWRB, 0x80)`),
+//!   and the guest powers off: ghost-vmm exits 0.
+//! - `ignores-button`: a guest without the button driver writes 1 MiB to its disk with
+//!   `fsync`, then idles. SIGTERM presses a button nobody hears; after `stop_timeout` (3 s)
+//!   ghost-vmm stops it hard: exit status 3, one line saying why, the flushed bytes on the
+//!   image, the image's lock released (`ghost-vmm check` refuses a locked disk) and the TAP ghost-vmm created gone.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ghost_tests::testhost::{GuestInitramfs, RunReport, Scenario, ScenarioResult, TestHost};
+
+const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+const KERNEL: &str = "/ghost/kernel/cloud/bzImage";
+
+fn vm_toml(name: &str, initrd: &str, vm_extra: &str, devices: &str) -> String {
+    format!(
+        r#"[vm]
+name = "{name}"
+vcpus = 1
+{vm_extra}
+
+[memory]
+size = "256M"
+
+[boot]
+kernel = "{KERNEL}"
+initramfs = "/ghost/initrd/{initrd}.cpio.gz"
+cmdline = "{CMDLINE}"
+
+{devices}
+"#
+    )
+}
+
+/// Guest: the power button's input device, then wait for its key event.
+const BUTTON_GUEST: &str = r#"
+grep -q 'Name="Power Button"' /proc/bus/input/devices && echo POWER_BUTTON_PRESENT=yes
+ev=$(sed -n '/Name="Power Button"/,/^$/s/^H: Handlers=.*\(event[0-9]*\).*/\1/p' /proc/bus/input/devices)
+echo "BUTTON_DEV=$ev"
+[ -c "/dev/input/$ev" ] || { echo NO_EVENT_DEVICE; exit 1; }
+echo GHOST-BUTTON-READY
+# One input_event (24 bytes on x86_64): the key press.
+dd if="/dev/input/$ev" bs=24 count=1 of=/dev/null 2>/dev/null && echo GHOST-BUTTON-PRESSED
+"#;
+
+const BUTTON_L2: &str = r#"
+vm_start pb $GHOST_VMM run /ghost/vm/pb.toml
+vm_wait_for pb GHOST-BUTTON-READY 120 || exit 1
+ghost_mark sigterm
+kill -TERM "$(cat $GHOST_VM_DIR/pb.pid)"
+vm_wait pb 60
+echo "GHOST_RC=$?"
+"#;
+
+/// Guest: 1 MiB of random bytes to the raw disk, flushed; then idle, deaf to the button.
+const IGNORE_GUEST: &str = r#"
+dd if=/dev/urandom of=/tmp/data bs=64k count=16 2>/dev/null
+echo "GUEST_SUM=$(sha256sum /tmp/data | cut -d' ' -f1)"
+dd if=/tmp/data of=/dev/vda bs=64k conv=fsync 2>/dev/null && echo GHOST-DATA-FLUSHED
+while :; do sleep 1; done
+"#;
+
+const IGNORE_L2: &str = r#"
+dd if=/dev/zero of=/tmp/ign.img bs=1M count=8 2>/dev/null
+vm_start ign $GHOST_VMM run /ghost/vm/ign.toml
+vm_wait_for ign GHOST-DATA-FLUSHED 120 || exit 1
+[ -e /sys/class/net/tap-ign ] && echo TAP_WHILE_RUNNING=yes
+# `ghost-vmm check` opens and locks the VM's disks as `run` would: refused while one runs.
+$GHOST_VMM check /ghost/vm/ign.toml </dev/null; echo "CHECK_WHILE_RUNNING=$?"
+ghost_mark sigterm
+kill -TERM "$(cat $GHOST_VM_DIR/ign.pid)"
+vm_wait ign 60
+echo "GHOST_RC=$?"
+ghost_mark exited
+echo "DISK_SUM=$(head -c 1048576 /tmp/ign.img | sha256sum | cut -d' ' -f1)"
+$GHOST_VMM check /ghost/vm/ign.toml </dev/null; echo "CHECK_AFTER=$?"
+[ -e /sys/class/net/tap-ign ] && echo TAP_AFTER=present || echo TAP_AFTER=gone
+"#;
+
+fn run() -> &'static RunReport {
+    static RUN: OnceLock<RunReport> = OnceLock::new();
+    RUN.get_or_init(|| {
+        TestHost::new("power")
+            .expect("test-host assets (tests/testhost/setup.sh)")
+            .with_built_ghost_vmm()
+            .expect("a built ghost-vmm (cargo build --release -p ghost-cli)")
+            .guest(
+                "button",
+                GuestInitramfs::new(BUTTON_GUEST).modules(["button", "evdev"]),
+            )
+            .guest(
+                "ignore",
+                GuestInitramfs::new(IGNORE_GUEST).modules(ghost_tests::testhost::VIRTIO_MODULES),
+            )
+            .file("/ghost/vm/pb.toml", vm_toml("pb", "button", "", ""), 0o644)
+            .file(
+                "/ghost/vm/ign.toml",
+                vm_toml(
+                    "ign",
+                    "ignore",
+                    "stop_timeout = \"3s\"",
+                    "[[disk]]\npath = \"/tmp/ign.img\"\n\n[[net]]\ntap = \"tap-ign\"\n",
+                ),
+                0o644,
+            )
+            .run(&[
+                Scenario::new("power-button", BUTTON_L2).timeout(Duration::from_secs(200)),
+                Scenario::new("ignores-button", IGNORE_L2).timeout(Duration::from_secs(200)),
+            ])
+            .expect("the test host boots")
+    })
+}
+
+fn scenario(name: &str) -> &'static ScenarioResult {
+    let report = run();
+    report
+        .scenario(name)
+        .unwrap_or_else(|| panic!("no scenario {name}:\n{}", report.tail(60)))
+}
+
+#[test]
+fn sigterm_presses_the_guests_power_button_and_it_powers_off() {
+    let s = scenario("power-button");
+    let t = s.transcript();
+    s.assert_success();
+    assert_eq!(s.line_after("POWER_BUTTON_PRESENT="), Some("yes"), "{t}");
+    assert!(
+        s.line_after("BUTTON_DEV=")
+            .is_some_and(|d| d.starts_with("event")),
+        "{t}"
+    );
+    assert!(s.contains("GHOST-BUTTON-PRESSED"), "no key event:\n{t}");
+    assert!(
+        s.contains("pb: SIGTERM: pressed the power button"),
+        "ghost-vmm's log line:\n{t}"
+    );
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
+    if let Some(d) = s.time_between("@@GHOST-MARK sigterm", "GHOST_RC=") {
+        eprintln!("SIGTERM to ghost-vmm's exit (busybox guest): {d:?}");
+    }
+}
+
+#[test]
+fn a_guest_that_ignores_the_button_is_stopped_hard_with_its_data_flushed() {
+    let s = scenario("ignores-button");
+    let t = s.transcript();
+    s.assert_success();
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(3), "{t}");
+    assert!(
+        s.contains(
+            "ign: stopped hard: the guest did not power off within stop_timeout (3s) of the power button"
+        ),
+        "{t}"
+    );
+    let waited = s
+        .time_between("@@GHOST-MARK sigterm", "@@GHOST-MARK exited")
+        .expect("marks");
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "stopped after {waited:?}, before stop_timeout"
+    );
+    let guest: String = s.value("GUEST_SUM=").expect("guest checksum");
+    assert_eq!(
+        s.value::<String>("DISK_SUM="),
+        Some(guest),
+        "bytes on disk: {t}"
+    );
+    // The disk's lock: held while the VM ran, released after the hard stop.
+    assert_eq!(s.value::<i32>("CHECK_WHILE_RUNNING="), Some(2), "{t}");
+    assert!(
+        s.contains("disk[0].path: disk /tmp/ign.img is in use"),
+        "{t}"
+    );
+    assert_eq!(s.value::<i32>("CHECK_AFTER="), Some(0), "{t}");
+    assert_eq!(s.line_after("TAP_WHILE_RUNNING="), Some("yes"), "{t}");
+    assert_eq!(s.line_after("TAP_AFTER="), Some("gone"), "{t}");
+}
