@@ -1,7 +1,7 @@
 //! The client the CLI uses: one request per connection, answers read with httparse.
 
 use std::fs;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -61,24 +61,24 @@ impl ClientError {
     }
 }
 
-/// A connection to one VM's control socket.
+/// A client of one VM's control socket.
+///
+/// The server answers one request per connection and serves one connection at a time, so
+/// each request opens its own connection and nothing is held open in between.
 #[derive(Debug)]
 pub struct ApiClient {
     path: PathBuf,
-    /// The connection made by [`ApiClient::connect`], used by the first request; the
-    /// server closes after each answer, so later requests connect again.
-    stream: Option<UnixStream>,
     timeout: Duration,
 }
 
 impl ApiClient {
-    /// Connects to the socket at `path`: [`ClientError::NoSuchVm`] if there is no VM there.
+    /// Checks that a VM answers at `path` (connects and closes): [`ClientError::NoSuchVm`]
+    /// if the socket is missing or stale.
     pub fn connect(path: impl AsRef<Path>) -> Result<ApiClient, ClientError> {
         let path = path.as_ref().to_owned();
-        let stream = open(&path)?;
+        drop(open(&path)?);
         Ok(ApiClient {
             path,
-            stream: Some(stream),
             timeout: CLIENT_TIMEOUT,
         })
     }
@@ -101,10 +101,7 @@ impl ApiClient {
 
     /// Sends one request and returns the body of a 2xx answer.
     fn request(&mut self, method: &str, target: &str) -> Result<Vec<u8>, ClientError> {
-        let mut stream = match self.stream.take() {
-            Some(s) => s,
-            None => open(&self.path)?,
-        };
+        let mut stream = open(&self.path)?;
         let deadline = Instant::now() + self.timeout;
         let io_err = |source| ClientError::Io {
             path: self.path.clone(),
@@ -122,7 +119,7 @@ impl ApiClient {
         stream
             .set_write_timeout(Some(self.timeout))
             .map_err(io_err)?;
-        stream.write_all(head.as_bytes()).map_err(io_err)?;
+        crate::sys::send_all(&stream, head.as_bytes()).map_err(io_err)?;
         let (status, body) = self.read_response(&mut stream, deadline)?;
         if (200..300).contains(&status) {
             return Ok(body);

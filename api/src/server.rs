@@ -2,7 +2,7 @@
 //! the `api` thread that answers connections one at a time.
 
 use std::fs;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -215,7 +215,7 @@ impl ApiServer {
         if response.status() >= 500 {
             log::warn!("api: answering {}", response.status());
         }
-        if let Err(e) = stream.write_all(&response.to_bytes()) {
+        if let Err(e) = sys::send_all(&stream, &response.to_bytes()) {
             log::debug!("api: cannot write the response: {e}");
         }
         // Dropping the stream closes it; bytes the client sent past the request are dropped.
@@ -326,8 +326,9 @@ impl ShutdownHandle {
     /// Asks the server to stop; returns at once. Repeating it is harmless.
     pub fn shutdown(&self) {
         self.inner.requested.store(true, Ordering::SeqCst);
-        // Nonblocking: a full buffer already holds a wake-up.
-        let _ = (&self.inner.waker).write(&[1]);
+        // Nonblocking: a full buffer already holds a wake-up, and a server that has ended
+        // needs none.
+        let _ = sys::send_all(&self.inner.waker, &[1]);
     }
 
     fn requested(&self) -> bool {

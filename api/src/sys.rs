@@ -1,5 +1,5 @@
 //! The few system calls std does not offer: a listening socket whose file is created 0600,
-//! the peer's pid (SO_PEERCRED), and poll(2).
+//! the peer's pid (SO_PEERCRED), poll(2), and writes that never raise SIGPIPE.
 
 use std::io;
 use std::mem::{size_of, size_of_val, MaybeUninit};
@@ -110,4 +110,32 @@ pub(crate) fn poll_readable<const N: usize>(
         return Err(io::Error::last_os_error());
     }
     Ok(pollfds.map(|p| p.revents != 0))
+}
+
+/// Writes all of `bytes` to `stream` with send(MSG_NOSIGNAL): a peer that has gone is an
+/// EPIPE error, never a SIGPIPE, whatever the process's signal setup. The stream's write
+/// timeout applies.
+pub(crate) fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is valid for reads of its length; the result is checked.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -395,10 +395,14 @@ fn client_errors_tell_a_missing_vm_from_others() {
     let path = dir.path().join("odd.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let odd = thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = s.read(&mut buf).unwrap();
-        s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").unwrap();
+        // `connect` checks with a connection of its own, then `get_info` makes another.
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            if s.read(&mut buf).unwrap() > 0 {
+                s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").unwrap();
+            }
+        }
     });
     let err = ApiClient::connect(&path).unwrap().get_info().unwrap_err();
     assert!(matches!(err, ClientError::Protocol { .. }), "{err:?}");
