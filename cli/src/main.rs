@@ -4,24 +4,17 @@
 //! 2 bad input (VM file, paths, host resources it asks for) or bad usage, 3 the VM was
 //! stopped hard (the guest did not power off in time, a second stop signal, an API stop).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use ghost_api::Action;
 use ghost_vmm::config::VmConfig;
 use ghost_vmm::{RunOptions, VmExit};
 
 mod logger;
+mod manage;
 mod vfio;
-
-const USAGE: &str = "usage: ghost-vmm <command>
-  run [--exit-stats] FILE.toml
-                    run the VM until it powers off; --exit-stats: on each stop, log its
-                    exits by reason and the busiest ports and MMIO pages
-  check FILE.toml   validate a VM file (and the host resources it needs) without running it
-  doctor [--native] report on this host; --native: exit 0 only if KVM runs stock guests natively
-  vfio bind ADDR    move host PCI function ADDR (0000:01:00.0) to vfio-pci, remembering its driver
-  vfio unbind ADDR  give ADDR back to the driver it had (or the kernel's default)
-  version           print the version";
 
 /// Exit status for bad input or usage.
 pub(crate) const EXIT_BAD_INPUT: u8 = 2;
@@ -32,29 +25,96 @@ pub(crate) const EXIT_VM_FAILED: u8 = 1;
 /// Its disks were flushed and its host resources released.
 pub(crate) const EXIT_STOPPED_HARD: u8 = 3;
 
+/// ghost-vmm: one VM per process, one TOML file per VM.
+#[derive(Debug, Parser)]
+#[command(name = "ghost-vmm", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the VM until it powers off (SIGTERM presses its power button)
+    Run {
+        /// On each stop, log its exits by reason and the busiest ports and MMIO pages
+        #[arg(long)]
+        exit_stats: bool,
+        /// The VM file
+        file: PathBuf,
+    },
+    /// Validate a VM file (and the host resources it needs) without running it
+    Check {
+        /// The VM file
+        file: PathBuf,
+    },
+    /// Report on this host: KVM, guest speed, hugepages, IOMMU groups
+    Doctor {
+        /// Exit 0 only if KVM runs stock guests natively
+        #[arg(long)]
+        native: bool,
+    },
+    /// Move host PCI functions to vfio-pci and back
+    #[command(subcommand)]
+    Vfio(VfioCommand),
+    /// List the VMs running on this host
+    List(manage::ListArgs),
+    /// Show one VM: state, uptime, vCPUs, memory, devices, exits
+    Status(manage::StatusArgs),
+    /// Press the VM's power button (the guest powers off; hard stop after its stop_timeout)
+    Shutdown(manage::ShutdownArgs),
+    /// Stop the VM hard now (disks flushed, devices released)
+    Stop(manage::VmArg),
+    /// Reset the guest and boot it again
+    Reboot(manage::VmArg),
+    /// Park the VM's vCPUs; the guest's clock stands still
+    Pause(manage::VmArg),
+    /// Let a paused VM run again
+    Resume(manage::VmArg),
+    /// Print the version
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum VfioCommand {
+    /// Move host PCI function ADDR (0000:01:00.0) to vfio-pci, remembering its driver
+    Bind {
+        /// The PCI address
+        address: String,
+    },
+    /// Give ADDR back to the driver it had (or the kernel's default)
+    Unbind {
+        /// The PCI address
+        address: String,
+    },
+}
+
 fn main() -> ExitCode {
     logger::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["run", file] => run(Path::new(file), &RunOptions::default()),
-        ["run", "--exit-stats", file] => run(Path::new(file), &RunOptions { exit_stats: true }),
-        ["check", file] => check(Path::new(file)),
-        ["doctor"] => doctor(false),
-        ["doctor", "--native"] => doctor(true),
-        ["vfio", "bind", address] => vfio::bind(address),
-        ["vfio", "unbind", address] => vfio::unbind(address),
-        ["version" | "--version" | "-V"] => {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_BAD_INPUT } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run { exit_stats, file } => run(&file, &RunOptions { exit_stats }),
+        Command::Check { file } => check(&file),
+        Command::Doctor { native } => doctor(native),
+        Command::Vfio(VfioCommand::Bind { address }) => vfio::bind(&address),
+        Command::Vfio(VfioCommand::Unbind { address }) => vfio::unbind(&address),
+        Command::List(args) => manage::list(&args),
+        Command::Status(args) => manage::status(&args),
+        Command::Shutdown(args) => manage::shutdown(&args),
+        Command::Stop(vm) => manage::act(&vm, Action::Stop),
+        Command::Reboot(vm) => manage::act(&vm, Action::Reboot),
+        Command::Pause(vm) => manage::act(&vm, Action::Pause),
+        Command::Resume(vm) => manage::act(&vm, Action::Resume),
+        Command::Version => {
             println!("ghost-vmm {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
-        }
-        ["help" | "--help" | "-h"] => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(EXIT_BAD_INPUT)
         }
     }
 }

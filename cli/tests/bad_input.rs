@@ -63,7 +63,8 @@ impl Case {
     }
 }
 
-const GOOD_VM: &str = "[vm]\nname = \"t\"\nvcpus = 1\n";
+/// Each case's control socket is in its own folder, so cases run side by side.
+const GOOD_VM: &str = "[vm]\nname = \"t\"\nvcpus = 1\ncontrol_socket = \"ctl.sock\"\n";
 const GOOD_BOOT: &str = "[boot]\nkernel = \"vmlinuz\"\n";
 
 fn vm_file(vm: &str, memory: &str, boot: &str, extra: &str) -> String {

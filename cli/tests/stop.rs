@@ -8,102 +8,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{kvm_available, power_button_poller, print_then, Fixture, HALT_FOREVER};
+use common::{power_button_poller, print_then, Fixture, Running, HALT_FOREVER};
 
-/// The GED's event register (ghost-boot's `layout::GED_MMIO_START`).
-const GED_MMIO_START: u32 = 0xfeb0_0000;
-/// Exit status of a hard stop.
-const EXIT_STOPPED_HARD: i32 = 3;
-
-/// A running ghost-vmm whose stdout (the guest's console) is read line by line.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(fx: &Fixture, code: &[u8], extra_vm: &str) -> Self {
-        assert!(kvm_available(), "these tests need /dev/kvm");
-        let vm = fx.vm(code, extra_vm);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
-            .arg("run")
-            .arg(&vm)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ghost-vmm");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// Waits for the guest to print `line`.
-    fn wait_for(&mut self, line: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l == line => return,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let out = self.child.wait_with_output_now();
-                    panic!("the guest never printed {line:?}; stderr: {out}");
-                }
-            }
-        }
-    }
-
-    fn signal(&self, signo: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, signo) }, 0, "kill");
-    }
-
-    /// Waits (at most `limit`) for ghost-vmm to exit; returns its status, stderr and how long
-    /// it took.
-    fn exit(mut self, limit: Duration) -> (Option<i32>, String, Duration) {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let took = started.elapsed();
-                return (status.code(), self.child.wait_with_output_now(), took);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let stderr = self.child.wait_with_output_now();
-        panic!("ghost-vmm still ran {limit:?} after the stop request; stderr: {stderr}");
-    }
-}
-
-trait StderrNow {
-    fn wait_with_output_now(&mut self) -> String;
-}
-
-impl StderrNow for Child {
-    fn wait_with_output_now(&mut self) -> String {
-        let _ = self.wait();
-        let mut stderr = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        stderr
-    }
-}
+use common::{EXIT_STOPPED_HARD, GED_MMIO_START};
 
 fn poller() -> Vec<u8> {
     print_then("WAITING\n", &power_button_poller(GED_MMIO_START))

@@ -73,15 +73,16 @@ dd if=/dev/zero of=/tmp/ign.img bs=1M count=8 2>/dev/null
 vm_start ign $GHOST_VMM run /ghost/vm/ign.toml
 vm_wait_for ign GHOST-DATA-FLUSHED 120 || exit 1
 [ -e /sys/class/net/tap-ign ] && echo TAP_WHILE_RUNNING=yes
-# `ghost-vmm check` opens and locks the VM's disks as `run` would: refused while one runs.
-$GHOST_VMM check /ghost/vm/ign.toml </dev/null; echo "CHECK_WHILE_RUNNING=$?"
+# `ghost-vmm check` opens and locks a VM's disks as `run` would: another VM on the same disk
+# is refused while this one runs.
+$GHOST_VMM check /ghost/vm/ign-other.toml </dev/null; echo "CHECK_WHILE_RUNNING=$?"
 ghost_mark sigterm
 kill -TERM "$(cat $GHOST_VM_DIR/ign.pid)"
 vm_wait ign 60
 echo "GHOST_RC=$?"
 ghost_mark exited
 echo "DISK_SUM=$(head -c 1048576 /tmp/ign.img | sha256sum | cut -d' ' -f1)"
-$GHOST_VMM check /ghost/vm/ign.toml </dev/null; echo "CHECK_AFTER=$?"
+$GHOST_VMM check /ghost/vm/ign-other.toml </dev/null; echo "CHECK_AFTER=$?"
 [ -e /sys/class/net/tap-ign ] && echo TAP_AFTER=present || echo TAP_AFTER=gone
 "#;
 
@@ -108,6 +109,16 @@ fn run() -> &'static RunReport {
                     "ignore",
                     "stop_timeout = \"3s\"",
                     "[[disk]]\npath = \"/tmp/ign.img\"\n\n[[net]]\ntap = \"tap-ign\"\n",
+                ),
+                0o644,
+            )
+            .file(
+                "/ghost/vm/ign-other.toml",
+                vm_toml(
+                    "ign-other",
+                    "ignore",
+                    "",
+                    "[[disk]]\npath = \"/tmp/ign.img\"\n",
                 ),
                 0o644,
             )

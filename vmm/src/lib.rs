@@ -13,6 +13,7 @@ pub mod host;
 mod backends;
 mod boot;
 mod console;
+mod control;
 mod interrupt;
 mod lifecycle;
 mod memory;
@@ -126,6 +127,9 @@ pub enum VmmError {
     /// space.
     #[error(transparent)]
     AddressSpace(#[from] ghost_boot::layout::AddressSpaceError),
+    /// The control API's socket cannot be set up (or another VM of this name runs).
+    #[error("vm.control_socket: {0}")]
+    ControlSocket(#[source] ghost_api::ApiError),
     /// The device event loop could not be created.
     #[error("cannot create the device event loop: {0}")]
     EventManager(#[source] event_manager::Error),
@@ -144,6 +148,7 @@ impl VmmError {
             | Self::BootParams(_)
             | Self::Disk { .. }
             | Self::Net { .. }
+            | Self::ControlSocket(_)
             | Self::AddressSpace(_) => 2,
             _ => 1,
         }

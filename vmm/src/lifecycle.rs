@@ -122,15 +122,12 @@ pub struct RunControl {
     restart_on_reset: AtomicBool,
     /// READY=1 has been sent to systemd.
     ready_sent: AtomicBool,
-    #[allow(dead_code)] // Read by the control API (its own commit).
     started: Instant,
 }
 
 /// How long an API request waits for the VM's event loop to answer.
-#[allow(dead_code)] // Used by the control API (its own commit).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[allow(dead_code)] // `request`, `uptime`, `counters`: the control API's (its own commit).
 impl RunControl {
     /// A run control with the stop signals routed to it. Only one may exist at a time
     /// (the signal handler has one target); [`Drop`] unroutes them.

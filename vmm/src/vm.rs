@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use ghost_api::ApiServer;
 use ghost_boot::layout;
 use ghost_devices::boot_timer::{BootTimer, MilestoneSink};
 use ghost_devices::ged::GedDevice;
@@ -25,6 +26,7 @@ use vmm_sys_util::signal::Killable;
 use crate::backends::Backends;
 use crate::config::{OnReboot, SerialMode, VmConfig};
 use crate::console::{open_console_file, ConsoleInput, RawTerminal};
+use crate::control::ControlApi;
 use crate::interrupt::GsiRouting;
 use crate::lifecycle::{BootHandles, Lifecycle, RunControl, VcpuKicker};
 use crate::memory::{create_guest_memory, MemoryBacking};
@@ -59,9 +61,15 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
 pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> {
     let started = Instant::now();
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+    // The control socket first: a second VM with this name fails here, before it touches
+    // anything of the host (its pid is in the message).
+    let api = ApiServer::bind(&config.vm.control_socket_path()).map_err(VmmError::ControlSocket)?;
     install_kick_handler().map_err(VmmError::Signals)?;
     // From here on, a stop signal presses the guest's power button instead of killing us.
     let run = RunControl::install().map_err(VmmError::Signals)?;
+    let api = api
+        .serve(Arc::new(ControlApi::new(config, run.clone())))
+        .map_err(VmmError::ControlSocket)?;
     let _terminal = match config.serial.mode {
         SerialMode::Stdio => RawTerminal::enter(libc::STDIN_FILENO),
         _ => None,
@@ -79,6 +87,8 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     // Whatever ended the run, what the guest wrote reaches the disks before we exit.
     backends.flush_disks();
     bindings.restore();
+    // Last: an API request that stopped the VM has had its answer written; the socket goes.
+    api.shutdown();
     result
 }
 
@@ -439,6 +449,8 @@ impl MutEventSubscriber for ExitWatcher {
 /// Checks what `run` would need from the host before building anything: the hugepage pool,
 /// and a kernel image that loads (into scratch memory that is never touched by a guest).
 pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
+    // A VM of this name (its control socket) must not be running already.
+    drop(ApiServer::bind(&config.vm.control_socket_path()).map_err(VmmError::ControlSocket)?);
     check_hugepage_pool(config)?;
     // The guest's address space as this host's KVM gives it (skipped without /dev/kvm: a
     // file can be checked on another machine than the one that runs it).

@@ -3,8 +3,16 @@
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The GED's event register (ghost-boot's `layout::GED_MMIO_START`).
+pub const GED_MMIO_START: u32 = 0xfeb0_0000;
+/// Exit status of a hard stop.
+pub const EXIT_STOPPED_HARD: i32 = 3;
 
 /// Where the payload's code is loaded (physical), as a Linux vmlinux is.
 const LOAD_ADDR: u64 = 0x100_0000;
@@ -104,7 +112,7 @@ impl Fixture {
     pub fn vm(&self, code: &[u8], extra_vm: &str) -> PathBuf {
         std::fs::write(self.path("payload.elf"), elf_with_code(code)).expect("write payload");
         let toml = format!(
-            "[vm]\nname = \"payload\"\nvcpus = 1\n{extra_vm}\n[memory]\nsize = \"64M\"\n[boot]\nkernel = \"payload.elf\"\ncmdline = \"console=ttyS0\"\n"
+            "[vm]\nname = \"payload\"\nvcpus = 1\ncontrol_socket = \"ctl.sock\"\n{extra_vm}\n[memory]\nsize = \"64M\"\n[boot]\nkernel = \"payload.elf\"\ncmdline = \"console=ttyS0\"\n"
         );
         let p = self.path("vm.toml");
         std::fs::write(&p, toml).expect("write vm.toml");
@@ -168,4 +176,111 @@ pub fn power_button_poller(ged_base: u32) -> Vec<u8> {
     ]);
     c.extend_from_slice(&HALT_FOREVER);
     c
+}
+
+/// Prints `.` and a newline on COM1 about every 100 000 loop iterations, forever: a guest
+/// whose progress can be watched (and seen to stop while it is paused). Expects `dx` = 0x3f8
+/// (as [`print_then`] leaves it).
+pub const TICKER: [u8; 17] = [
+    0xb9, 0xa0, 0x86, 0x01, 0x00, // loop: mov ecx, 100000
+    0xff, 0xc9, // inner: dec ecx
+    0x75, 0xfc, // jnz inner
+    0xb0, b'.', // mov al, '.'
+    0xee, // out dx, al
+    0xb0, b'\n', // mov al, '\n'
+    0xee,  // out dx, al
+    0xeb, 0xef, // jmp loop
+];
+
+/// A running ghost-vmm whose stdout (the guest's console) is read line by line.
+pub struct Running {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    pub fn start(fx: &Fixture, code: &[u8], extra_vm: &str) -> Self {
+        assert!(kvm_available(), "these tests need /dev/kvm");
+        let vm = fx.vm(code, extra_vm);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+            .arg("run")
+            .arg(&vm)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ghost-vmm");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for the guest to print `line`.
+    pub fn wait_for(&mut self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == line => return,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let out = self.child.wait_with_output_now();
+                    panic!("the guest never printed {line:?}; stderr: {out}");
+                }
+            }
+        }
+    }
+
+    /// Two SIGTERMs, the second once the first was taken (signals of one kind that are
+    /// pending together merge into one): a hard stop.
+    pub fn stop_hard(&self) {
+        self.signal(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(300));
+        self.signal(libc::SIGTERM);
+    }
+
+    pub fn signal(&self, signo: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signo) }, 0, "kill");
+    }
+
+    /// Waits (at most `limit`) for ghost-vmm to exit; returns its status, stderr and how long
+    /// it took.
+    pub fn exit(mut self, limit: Duration) -> (Option<i32>, String, Duration) {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let took = started.elapsed();
+                return (status.code(), self.child.wait_with_output_now(), took);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let stderr = self.child.wait_with_output_now();
+        panic!("ghost-vmm still ran {limit:?} after the stop request; stderr: {stderr}");
+    }
+}
+
+pub trait StderrNow {
+    fn wait_with_output_now(&mut self) -> String;
+}
+
+impl StderrNow for Child {
+    fn wait_with_output_now(&mut self) -> String {
+        let _ = self.wait();
+        let mut stderr = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        stderr
+    }
 }
