@@ -3,7 +3,7 @@
 //! This crate owns what the guest touches through port I/O and MMIO exits: the [`bus::Bus`]
 //! that dispatches an exit to a device by address, and the emulated platform devices
 //! ([`serial::SerialDevice`], [`power::AcpiPowerDevice`], [`i8042::I8042Device`],
-//! [`boot_timer::BootTimer`]).
+//! [`boot_timer::BootTimer`], the CMOS clock and NVRAM [`rtc::Rtc`]).
 //! It never links KVM: interrupts leave a device through `EventFd`s that the VMM wires to
 //! KVM (irqfd), and power actions through a [`power::PowerHandler`].
 //!
@@ -14,6 +14,7 @@ pub mod bus;
 pub mod i8042;
 pub mod pci;
 pub mod power;
+pub mod rtc;
 pub mod serial;
 pub mod virtio;
 
