@@ -447,6 +447,68 @@ fn uip_is_set_only_just_before_each_update() {
     assert_eq!(f.read(REG_A), 0x66);
 }
 
+/// Linux's `mc146818_get_time` (through `mc146818_avoid_UIP`), with every port access
+/// taking 2 µs of guest time and `mdelay(1)` taking 1 ms: minutes and seconds, or `None`
+/// after ten tries.
+fn linux_get_time(f: &mut Fixture) -> Option<(u8, u8)> {
+    let read = |f: &mut Fixture, index| {
+        f.advance(2 * US);
+        f.read(index)
+    };
+    for _ in 0..10 {
+        let seconds = read(f, SECONDS);
+        if read(f, REG_A) & A_UIP != 0 {
+            f.advance(MS);
+            continue;
+        }
+        if seconds != read(f, SECONDS) {
+            continue;
+        }
+        let minutes = read(f, MINUTES);
+        let _ = read(f, HOURS);
+        let _ = read(f, DAY);
+        let _ = read(f, MONTH);
+        let _ = read(f, YEAR);
+        let _ = read(f, CENTURY);
+        let _ = read(f, REG_B);
+        if read(f, REG_A) & A_UIP != 0 {
+            f.advance(MS);
+            continue;
+        }
+        if seconds != read(f, SECONDS) {
+            continue;
+        }
+        return Some((minutes, seconds));
+    }
+    None
+}
+
+#[test]
+fn linux_reads_a_consistent_time_at_every_phase() {
+    let mut f = fixture(START, 0); // 13:45:30.000
+    let bcd = Format {
+        binary: false,
+        hour24: true,
+    };
+    let expect = |secs: i64| {
+        let t = DateTime::from_unix(secs);
+        (bcd.encode(t.minute), bcd.encode(t.second))
+    };
+    // Probe k starts k minutes and 59 s + 17k µs (mod 1 s) in: the last second of a
+    // minute, where a torn read would pair second 59 with the next minute.
+    for k in 0..(1_000_000 / 17) {
+        let phase = Duration::from_nanos(17_000 * k % 1_000_000_000);
+        let at = f.clock.base + Duration::from_secs(29 + 60 * k) + phase;
+        f.advance(at.saturating_duration_since(f.now()));
+        let first = START + 29 + 60 * i64::try_from(k).unwrap();
+        let got = linux_get_time(&mut f);
+        assert!(
+            got == Some(expect(first)) || got == Some(expect(first + 1)),
+            "probe {k}: {got:x?}"
+        );
+    }
+}
+
 #[test]
 fn index_port_masks_the_nmi_bit() {
     let mut f = fixture(START, 0);
