@@ -3,7 +3,8 @@
 //! This crate owns what the guest touches through port I/O and MMIO exits: the [`bus::Bus`]
 //! that dispatches an exit to a device by address, and the emulated platform devices
 //! ([`serial::SerialDevice`], [`power::AcpiPowerDevice`], [`ged::GedDevice`] (the ACPI power
-//! button's event device), [`i8042::I8042Device`], [`boot_timer::BootTimer`]).
+//! button's event device), [`i8042::I8042Device`], [`boot_timer::BootTimer`], the CMOS clock
+//! and NVRAM [`rtc::Rtc`]).
 //! It never links KVM: interrupts leave a device through `EventFd`s that the VMM wires to
 //! KVM (irqfd), and power actions through a [`power::PowerHandler`].
 //!
@@ -15,6 +16,7 @@ pub mod ged;
 pub mod i8042;
 pub mod pci;
 pub mod power;
+pub mod rtc;
 pub mod serial;
 pub mod virtio;
 
