@@ -8,8 +8,11 @@ GHOST_KERNEL=/ghost/kernel/cloud/bzImage          # L3 kernel (bzImage)
 GHOST_VMLINUX=/ghost/kernel/cloud/vmlinux         # the same kernel as an ELF vmlinux
 GHOST_GENERIC_KERNEL=/ghost/kernel/generic/bzImage  # present when asked for
 GHOST_INITRD_DIR=/ghost/initrd                    # L3 initramfs images, <name>.cpio.gz
+GHOST_DEBIAN_KERNEL=/ghost/debian/vmlinuz         # the Debian image's kernel, when asked for
+GHOST_DEBIAN_INITRD=/ghost/debian/initrd.img      # and its initramfs
 GHOST_VM_DIR=/run/ghost/vm                        # vm_* state: <name>.in .log .rc .pid
 export GHOST_VMM QEMU GHOST_KERNEL GHOST_VMLINUX GHOST_GENERIC_KERNEL GHOST_INITRD_DIR GHOST_VM_DIR
+export GHOST_DEBIAN_KERNEL GHOST_DEBIAN_INITRD
 
 # Hundredths of a second since boot, in $_ghost_now, without forking (/proc/uptime has two
 # decimals).

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::assets::{Assets, KernelFlavor};
 use super::console::Transcript;
 use super::cpio::{Archive, Compression, Contents};
+use super::debian::{DebianImage, L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ};
 use super::error::{Error, Result};
 use super::guest::GuestInitramfs;
 use super::image::{add_busybox, add_dynamic_binary, add_modules};
@@ -45,6 +46,10 @@ pub const L2_MODULES: &[&str] = &[
     "vfio-pci",
     "tun",
 ];
+
+/// Modules loaded in L2 (after [`L2_MODULES`]) when disks are attached ([`TestHost::disk`]):
+/// virtio-pci and virtio-blk, with their dependencies.
+pub const L2_DISK_MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
 
 /// The L2 kernel command line; [`TestHost::cmdline`] appends to it. `hugepages=256` reserves
 /// 512 MiB of 2 MiB pages, mounted at `/dev/hugepages`.
@@ -117,11 +122,14 @@ pub enum KernelImages {
 /// | `/ghost/kernel/cloud/{bzImage,vmlinux}` | the L3 kernel (also `generic/` if asked) |
 /// | `/ghost/initrd/<name>.cpio.gz` | each [`guest`](Self::guest) image |
 /// | `/lib/modules/<version>/...` | the L2 modules (busybox `modprobe` works for them) |
+/// | `/dev/vda`, `/dev/vdb`, ... | each [`disk`](Self::disk), in order (writes go to a throwaway overlay) |
+/// | `/ghost/debian/{vmlinuz,initrd.img}` | the Debian image's kernel and initramfs ([`debian`](Self::debian)) |
 /// | `/dev/hugepages` | hugetlbfs, 256 × 2 MiB pages reserved |
 /// | [`L2_HELPERS`] `/lib/ghost.sh` | helpers, sourced before each scenario |
 ///
 /// `/lib/ghost.sh` defines `$GHOST_VMM`, `$QEMU`, `$GHOST_KERNEL`, `$GHOST_VMLINUX`,
-/// `$GHOST_GENERIC_KERNEL`, `$GHOST_INITRD_DIR` and:
+/// `$GHOST_GENERIC_KERNEL`, `$GHOST_INITRD_DIR`, `$GHOST_DEBIAN_KERNEL`,
+/// `$GHOST_DEBIAN_INITRD` and:
 ///
 /// - `wait_for_line FILE STRING [TIMEOUT_S]`: wait until a line of FILE contains STRING;
 /// - `vm_start NAME CMD...`: run a VMM in the background, stdin from a FIFO, output to the
@@ -165,6 +173,7 @@ pub struct TestHost {
     guests: Vec<(String, GuestInitramfs)>,
     files: Vec<(String, Contents, u32)>,
     binaries: Vec<(String, PathBuf)>,
+    disks: Vec<PathBuf>,
     compression: Compression,
     boot_timeout: Duration,
     deadline: Option<Duration>,
@@ -190,6 +199,7 @@ impl TestHost {
             guests: Vec::new(),
             files: Vec::new(),
             binaries: Vec::new(),
+            disks: Vec::new(),
             compression: Compression::None,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             deadline: None,
@@ -302,6 +312,27 @@ impl TestHost {
     pub fn binary(mut self, dest: impl Into<String>, src: impl Into<PathBuf>) -> Self {
         self.binaries.push((dest.into(), src.into()));
         self
+    }
+
+    /// Attaches the raw disk image `path` to L2 as a virtio-blk disk: the first is `/dev/vda`,
+    /// the next `/dev/vdb`, and so on (the same image may be attached more than once, each a
+    /// fresh copy). L1 QEMU opens it with `snapshot=on`: L2 may write to the disk, but the
+    /// writes go to a temporary overlay dropped when L2 exits, and `path` stays as it was.
+    /// L2's init loads [`L2_DISK_MODULES`] before the first scenario, so the devices are there
+    /// when it starts.
+    pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.disks.push(path.into());
+        self
+    }
+
+    /// Puts the kernel and initramfs of `image` into L2 at [`L2_DEBIAN_VMLINUZ`] and
+    /// [`L2_DEBIAN_INITRD`] (`$GHOST_DEBIAN_KERNEL`, `$GHOST_DEBIAN_INITRD`), for a direct
+    /// kernel boot of the image, which [`disk`](Self::disk) attaches. (About 27 MiB more of
+    /// L2 image, copied at packing time: cheaper than a second drive or than extracting them
+    /// from the disk inside L2, where every byte costs emulated CPU time.)
+    pub fn debian(self, image: &DebianImage) -> Self {
+        self.host_file(L2_DEBIAN_VMLINUZ, &image.vmlinuz, 0o644)
+            .host_file(L2_DEBIAN_INITRD, &image.initrd, 0o644)
     }
 
     /// The L2 image's compression (default none: under TCG, decompressing ~100 MiB costs more
@@ -521,8 +552,14 @@ impl TestHost {
             .args(["-m", &self.memory_mib.to_string()])
             .args(["-nographic", "-no-reboot"])
             .args(["-device", "intel-iommu,intremap=on,caching-mode=on"])
-            .args(&self.qemu_args)
-            .arg("-kernel")
+            .args(&self.qemu_args);
+        for disk in &self.disks {
+            // QEMU's option syntax doubles a comma inside a value.
+            let file = disk.to_string_lossy().replace(',', ",,");
+            cmd.arg("-drive")
+                .arg(format!("file={file},if=virtio,format=raw,snapshot=on"));
+        }
+        cmd.arg("-kernel")
             .arg(&self.assets.cloud.bzimage)
             .arg("-initrd")
             .arg(image)
@@ -547,6 +584,17 @@ impl TestHost {
 
         let mut wanted: Vec<&str> = L2_MODULES.to_vec();
         wanted.extend(self.modules.iter().map(String::as_str));
+        if !self.disks.is_empty() {
+            wanted.extend(L2_DISK_MODULES);
+        }
+        for disk in &self.disks {
+            if !disk.is_file() {
+                return Err(Error::MissingAsset {
+                    what: "disk image",
+                    path: disk.clone(),
+                });
+            }
+        }
         let (modules, missing) = assets.cloud.resolve_modules(&wanted);
         add_modules(&mut archive, &assets.cloud, &modules, &missing)?;
 

@@ -24,6 +24,7 @@
 mod assets;
 mod console;
 mod cpio;
+mod debian;
 mod error;
 mod guest;
 mod host;
@@ -33,13 +34,17 @@ mod scenario;
 
 pub use assets::{Assets, Kernel, KernelFlavor, Module};
 pub use cpio::{Compression, Contents};
+pub use debian::{
+    DebianImage, DEBIAN_READY, DEBIAN_SHELL_READY, L2_DEBIAN_DIR, L2_DEBIAN_INITRD,
+    L2_DEBIAN_VMLINUZ,
+};
 pub use error::{Error, Result};
 pub use guest::{
     probe_init, GuestInitramfs, PROBE_BYE, PROBE_INIT_OK, PROBE_READY, VIRTIO_MODULES,
 };
 pub use host::{
-    KernelImages, TestHost, KEEP_ENV, L2_BASE_CMDLINE, L2_GHOST_VMM, L2_HELPERS, L2_INITRD_DIR,
-    L2_KERNEL_DIR, L2_MODULES, L2_QEMU,
+    KernelImages, TestHost, KEEP_ENV, L2_BASE_CMDLINE, L2_DISK_MODULES, L2_GHOST_VMM, L2_HELPERS,
+    L2_INITRD_DIR, L2_KERNEL_DIR, L2_MODULES, L2_QEMU,
 };
 pub use paths::{
     cache_dir, ghost_vmm_binary, target_dir, workspace_root, CACHE_ENV, GHOST_VMM_BIN_ENV,

@@ -1,0 +1,141 @@
+//! The Debian 12 guest image of the real-distribution tests: systemd, dbus, udev, root on ext4.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+
+use super::error::{Error, Result};
+use super::paths::{cache_dir, workspace_root, CACHE_ENV};
+
+/// The in-L2 directory holding the image's kernel and initramfs (see [`TestHost::debian`]).
+///
+/// [`TestHost::debian`]: super::TestHost::debian
+pub const L2_DEBIAN_DIR: &str = "/ghost/debian";
+/// The image's kernel inside L2.
+pub const L2_DEBIAN_VMLINUZ: &str = "/ghost/debian/vmlinuz";
+/// The image's initramfs inside L2.
+pub const L2_DEBIAN_INITRD: &str = "/ghost/debian/initrd.img";
+
+/// Printed on the serial console (`GHOST-READY uptime=<seconds>`) by the image's
+/// `ghost-ready.service` once `multi-user.target` is reached (logind, dbus and the serial
+/// getty started).
+pub const DEBIAN_READY: &str = "GHOST-READY";
+/// Printed by root's login shell on the serial console (autologin): from then on, lines sent
+/// to the console (`vm_send`) run as shell commands.
+pub const DEBIAN_SHELL_READY: &str = "GHOST-SHELL-READY";
+
+/// The Debian 12 (bookworm) guest image built by `tests/testhost/debian-image.sh`, with the
+/// files a direct kernel boot needs.
+///
+/// What is in it: `mmdebstrap --variant=minbase` plus `systemd-sysv dbus libpam-systemd udev
+/// kmod linux-image-cloud-amd64 initramfs-tools zstd e2fsprogs util-linux procps`; `/etc/fstab`
+/// mounts `/dev/vda` (ext4) on `/`; hostname `ghost-guest`; root's password is locked but
+/// `serial-getty@ttyS0` logs root in (a login shell there prints [`DEBIAN_SHELL_READY`]);
+/// `ghost-ready.service` prints [`DEBIAN_READY`] on ttyS0 once multi-user is reached;
+/// systemd-logind handles the power button (`HandlePowerKey=poweroff`). Its own
+/// `/boot/vmlinuz-*` and `/boot/initrd.img-*` are also copied next to the image.
+///
+/// Boot it with `console=ttyS0 root=/dev/vda rw` on a virtio-blk disk. The image is cached by
+/// the script's hash in `$GHOST_TESTHOST_CACHE/debian-bookworm-<hash>/`; attach it to the test
+/// host with [`TestHost::disk`] (a throwaway overlay keeps the cached file pristine) and put
+/// its kernel and initramfs into L2 with [`TestHost::debian`].
+///
+/// ```no_run
+/// use ghost_tests::testhost::*;
+///
+/// let debian = DebianImage::ensure()?;
+/// let host = TestHost::new("debian")?
+///     .debian(&debian)          // /ghost/debian/{vmlinuz,initrd.img} in L2
+///     .disk(&debian.image);     // /dev/vda in L2
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// [`TestHost::disk`]: super::TestHost::disk
+/// [`TestHost::debian`]: super::TestHost::debian
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianImage {
+    /// The cache directory of this build (`debian-bookworm-<hash>`).
+    pub dir: PathBuf,
+    /// The raw ext4 root image (`root.img`, 1536 MiB apparent, sparse).
+    pub image: PathBuf,
+    /// The image's kernel (bzImage).
+    pub vmlinuz: PathBuf,
+    /// The image's initramfs (initramfs-tools, zstd).
+    pub initrd: PathBuf,
+    /// The kernel's version (`uname -r` in the guest).
+    pub kernel_version: String,
+}
+
+static IMAGE: Mutex<Option<DebianImage>> = Mutex::new(None);
+
+impl DebianImage {
+    /// The image, built by `tests/testhost/debian-image.sh` if the cache does not hold the
+    /// current script's build (about 40 s and 350 MiB on disk; needs root and the Debian
+    /// mirror apt uses). ~0 s when cached; the result is kept for the life of the process.
+    pub fn ensure() -> Result<DebianImage> {
+        let mut cached = IMAGE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(image) = cached.as_ref() {
+            return Ok(image.clone());
+        }
+        let script = workspace_root().join("tests/testhost/debian-image.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .env(CACHE_ENV, cache_dir())
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: script.display().to_string(),
+                source,
+            })?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        eprint!("{stderr}");
+        if !output.status.success() {
+            let lines: Vec<&str> = stderr.lines().collect();
+            return Err(Error::Setup {
+                script,
+                status: output.status,
+                output_tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+            });
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let dir = stdout.lines().last().unwrap_or_default().trim();
+        let image = Self::locate(Path::new(dir))?;
+        *cached = Some(image.clone());
+        Ok(image)
+    }
+
+    /// The image built in `dir`, without building anything. Fails unless the build there is
+    /// complete.
+    pub fn locate(dir: &Path) -> Result<DebianImage> {
+        let need = |what: &'static str, name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(Error::MissingAsset { what, path })
+            }
+        };
+        need("Debian image build stamp", ".complete")?;
+        let version_file = need("Debian image kernel version", "kernel-version")?;
+        let kernel_version = fs::read_to_string(&version_file)
+            .map_err(|e| Error::io("reading", &version_file, e))?
+            .trim()
+            .to_owned();
+        Ok(DebianImage {
+            dir: dir.to_path_buf(),
+            image: need("Debian root image", "root.img")?,
+            vmlinuz: need("Debian image kernel", "vmlinuz")?,
+            initrd: need("Debian image initramfs", "initrd.img")?,
+            kernel_version,
+        })
+    }
+
+    /// A `key=value` of the build's `build-info` file: `build_seconds`, `image_apparent_bytes`,
+    /// `image_actual_bytes`, `initrd_bytes`, `packages_installed`, `kernel_version`, ...
+    pub fn build_info(&self, key: &str) -> Option<String> {
+        let text = fs::read_to_string(self.dir.join("build-info")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_owned)
+    }
+}

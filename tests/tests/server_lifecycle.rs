@@ -1,0 +1,384 @@
+//! Issue 13's acceptance in the nested test host: a real Debian 12 (systemd, dbus, udev, root
+//! on ext4 on virtio-blk; `tests/testhost/debian-image.sh`) under ghost-vmm, booted directly
+//! from the image's own kernel and initramfs, with QEMU in the same L2 boot as the reference.
+//!
+//! All scenarios share one L2 boot. Each boots its own pristine copy of the image: L2 gets
+//! the cached image once per scenario as a virtio disk (`/dev/vda`, `/dev/vdb`, ...), each
+//! with its own throwaway overlay (`TestHost::disk`).
+//! - `debian-boots`: ghost-vmm boots the image to multi-user (the image's `ghost-ready.service`
+//!   prints `GHOST-READY`), then the test types commands into the serial console (root is
+//!   logged in automatically): systemd's state, logind and dbus, the kernel command line,
+//!   the warnings of the journal. `poweroff` ends ghost-vmm with status 0 (ACPI S5), and L2's
+//!   `e2fsck -fn` finds the root file system clean afterwards.
+//! - `debian-qemu`: the same under QEMU (KVM in L2), powered off with QMP `system_powerdown`
+//!   (the ACPI power button, handled by logind): proves the image and gives the baseline
+//!   time to multi-user.
+//!
+//! Every figure (times, the journal's warnings) is printed (`-- --nocapture`); what is
+//! asserted is what the guest said about itself, ghost-vmm's exit status and the file system.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ghost_tests::testhost::{
+    DebianImage, RunReport, Scenario, ScenarioResult, TestHost, DEBIAN_READY, DEBIAN_SHELL_READY,
+    L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ,
+};
+
+/// The guest's kernel command line: root on the first virtio disk, a quiet console (errors
+/// and warnings still show), and a panic ends the VM instead of hanging it.
+const CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet panic=-1";
+
+/// The disks of the scenarios, in `TestHost::disk` order: one pristine copy each.
+const GHOST_DISK: &str = "/dev/vda";
+const QEMU_DISK: &str = "/dev/vdb";
+
+/// How long the guest may take to reach multi-user (30–70 s seen; first boots longer).
+const READY_TIMEOUT_S: u32 = 300;
+
+/// ghost-vmm's VM file for the Debian image on `disk`.
+fn vm_toml(name: &str, disk: &str) -> String {
+    format!(
+        r#"[vm]
+name = "{name}"
+vcpus = 2
+on_reboot = "exit"
+
+[memory]
+size = "1G"
+
+[boot]
+kernel = "{L2_DEBIAN_VMLINUZ}"
+initramfs = "{L2_DEBIAN_INITRD}"
+cmdline = "{CMDLINE}"
+
+[serial]
+mode = "stdio"
+
+[[disk]]
+path = "{disk}"
+"#
+    )
+}
+
+/// L2 shell functions for a guest at its root shell on the serial console:
+/// - `guest_setup VM`: defines, in the guest's shell, `r KEY CMD...` (prints `KEY=<CMD's
+///   output on one line>`, then `KEY-DONE`) and `j NAME CMD...` (CMD's output between
+///   `NAME-BEGIN` and `NAME-END` lines). The console echoes what is typed, so a typed line
+///   must never contain the marker it waits for: `r KEY ...` is echoed as typed, `KEY=` only
+///   comes from `r`.
+/// - `ask VM KEY CMD [TIMEOUT]`: `r KEY CMD` in the guest, then waits for `KEY-DONE`.
+/// - `dump VM NAME CMD [TIMEOUT]`: `j NAME CMD` in the guest, then waits for `NAME-END`.
+///
+/// One command at a time, each sent once the previous one's last line is out: the guest's
+/// tty echoes typed-ahead text at once, into the middle of whatever it is printing. (The
+/// wait matches a line still being printed, so the next command's echo may follow the
+/// `-DONE`/`-END` marker on its line; nothing reads those lines further.)
+const GUEST_SHELL: &str = r#"
+guest_setup() {
+    vm_send "$1" 'export SYSTEMD_PAGER= SYSTEMD_COLORS=0 LC_ALL=C'
+    vm_send "$1" 'r() { k=$1; shift; echo "$k=$("$@" 2>&1 | tr "\n" " ")"; echo "$k-DONE"; }'
+    vm_send "$1" 'j() { n=$1; shift; echo "$n-BEGIN"; "$@" 2>&1 | cat; echo "$n-END"; }'
+}
+ask() {
+    vm_send "$1" "r $2 $3"
+    vm_wait_for "$1" "$2-DONE" "${4:-60}"
+}
+dump() {
+    vm_send "$1" "j $2 $3"
+    vm_wait_for "$1" "$2-END" "${4:-60}"
+}
+"#;
+
+/// What both VMMs' scenarios ask the guest once it is at its shell: `L3_*=` values, the
+/// journal's warnings (`JOURNAL-BEGIN`..`JOURNAL-END`) and the kernel log (`DMESG-`: what
+/// devices the guest found, to compare the two VMMs in the console log).
+fn guest_questions(vm: &str) -> String {
+    format!(
+        r#"
+vm_wait_for {vm} {DEBIAN_SHELL_READY} 120 || {{ echo NO_SHELL; vm_kill {vm}; exit 1; }}
+guest_setup {vm}
+ask {vm} L3_STATE 'systemctl is-system-running --wait' 180 || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_MULTI_USER 'systemctl is-active multi-user.target' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_ACTIVE 'systemctl is-active systemd-logind dbus' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_FAILED 'systemctl --failed --no-legend --plain' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_SESSIONS 'loginctl list-sessions --no-legend' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_CMDLINE 'cat /proc/cmdline' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_KERNEL 'uname -r' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_CPUS nproc || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_ROOT 'findmnt -no SOURCE,FSTYPE,OPTIONS /' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_CLOCK 'date -u +%FT%TZ' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_CLOCKSOURCE 'cat /sys/devices/system/clocksource/clocksource0/current_clocksource' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_ANALYZE systemd-analyze || {{ vm_kill {vm}; exit 1; }}
+dump {vm} JOURNAL 'journalctl -b -p warning -o short-monotonic --no-pager' 120 || {{ vm_kill {vm}; exit 1; }}
+dump {vm} DMESG 'dmesg' 180 || {{ vm_kill {vm}; exit 1; }}
+"#
+    )
+}
+
+/// After the VM exited: L2 checks the guest's root file system on `disk` (read-only).
+fn fs_check(disk: &str) -> String {
+    format!(
+        r#"
+dumpe2fs -h {disk} >/tmp/dumpe2fs.out 2>/dev/null
+echo "FS_STATE=$(sed -n 's/^Filesystem state: *//p' /tmp/dumpe2fs.out)"
+echo "FS_FEATURES=$(sed -n 's/^Filesystem features: *//p' /tmp/dumpe2fs.out)"
+echo "FS_MOUNTS=$(sed -n 's/^Mount count: *//p' /tmp/dumpe2fs.out)"
+echo "FS_LAST_MOUNT=$(sed -n 's/^Last mount time: *//p' /tmp/dumpe2fs.out)"
+e2fsck -fn {disk} >/tmp/fsck.out 2>&1
+echo "FSCK_RC=$?"
+sed 's/^/fsck: /' /tmp/fsck.out
+"#
+    )
+}
+
+/// `debian-boots`: ghost-vmm boots the image on [`GHOST_DISK`], the guest answers, `poweroff`.
+fn ghost_boot_script() -> String {
+    let vm = "l3";
+    format!(
+        r#"{GUEST_SHELL}
+[ -b {GHOST_DISK} ] || {{ echo "NO_DISK {GHOST_DISK}"; exit 1; }}
+ghost_mark vm-start
+vm_start {vm} $GHOST_VMM run /ghost/vm/debian.toml
+vm_wait_for {vm} {DEBIAN_READY} {READY_TIMEOUT_S} || {{ vm_kill {vm}; exit 1; }}
+ghost_mark multi-user
+{questions}
+ghost_mark poweroff
+vm_send {vm} poweroff
+vm_wait {vm} 120
+echo "VM_RC=$?"
+ghost_mark vm-exited
+{fs}
+"#,
+        questions = guest_questions(vm),
+        fs = fs_check(GHOST_DISK),
+    )
+}
+
+/// `debian-qemu`: QEMU boots the image on [`QEMU_DISK`], the guest answers, and QMP's
+/// `system_powerdown` presses the ACPI power button. (Busybox's `nc` has no unix sockets:
+/// QMP listens on L2's loopback.)
+fn qemu_boot_script() -> String {
+    let vm = "q3";
+    format!(
+        r#"{GUEST_SHELL}
+[ -b {QEMU_DISK} ] || {{ echo "NO_DISK {QEMU_DISK}"; exit 1; }}
+ghost_mark vm-start
+vm_start {vm} $QEMU -accel kvm -machine q35 -cpu host -smp 2 -m 1G -nographic -no-reboot \
+    -nic none -kernel $GHOST_DEBIAN_KERNEL -initrd $GHOST_DEBIAN_INITRD -append "{CMDLINE}" \
+    -drive file={QEMU_DISK},if=virtio,format=raw -qmp tcp:127.0.0.1:4444,server=on,wait=off
+vm_wait_for {vm} {DEBIAN_READY} {READY_TIMEOUT_S} || {{ vm_kill {vm}; exit 1; }}
+ghost_mark multi-user
+{questions}
+ghost_mark poweroff
+(printf '{{"execute":"qmp_capabilities"}}\n{{"execute":"system_powerdown"}}\n'; sleep 2) \
+    | nc 127.0.0.1 4444 >/tmp/qmp.out 2>&1
+echo "QMP_RC=$?"
+echo "QMP_SAID=$(tr '\n' ' ' </tmp/qmp.out)"
+vm_wait {vm} 120
+echo "VM_RC=$?"
+ghost_mark vm-exited
+{fs}
+"#,
+        questions = guest_questions(vm),
+        fs = fs_check(QEMU_DISK),
+    )
+}
+
+struct Run {
+    report: RunReport,
+    image: DebianImage,
+}
+
+fn run() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let image =
+            DebianImage::ensure().expect("the Debian image (tests/testhost/debian-image.sh)");
+        eprintln!(
+            "debian image: {} (kernel {}; built in {} s; {} MiB apparent, {} MiB on disk)",
+            image.dir.display(),
+            image.kernel_version,
+            image.build_info("build_seconds").unwrap_or_default(),
+            image
+                .build_info("image_apparent_bytes")
+                .and_then(|b| b.parse::<u64>().ok())
+                .unwrap_or(0)
+                >> 20,
+            image
+                .build_info("image_actual_bytes")
+                .and_then(|b| b.parse::<u64>().ok())
+                .unwrap_or(0)
+                >> 20,
+        );
+        let t = Duration::from_secs(600);
+        let report = TestHost::new("server-lifecycle")
+            .expect("test-host assets (tests/testhost/setup.sh)")
+            .with_built_ghost_vmm()
+            .expect("a built ghost-vmm (cargo build --release -p ghost-cli)")
+            .without_l3_kernel(ghost_tests::testhost::KernelFlavor::Cloud)
+            .debian(&image)
+            .disk(&image.image) // GHOST_DISK
+            .disk(&image.image) // QEMU_DISK
+            .binary("/usr/sbin/e2fsck", "/usr/sbin/e2fsck")
+            .binary("/usr/sbin/dumpe2fs", "/usr/sbin/dumpe2fs")
+            .file(
+                "/ghost/vm/debian.toml",
+                vm_toml("debian", GHOST_DISK),
+                0o644,
+            )
+            .run(&[
+                Scenario::new("debian-boots", ghost_boot_script()).timeout(t),
+                Scenario::new("debian-qemu", qemu_boot_script()).timeout(t),
+            ])
+            .expect("the test host boots");
+        Run { report, image }
+    })
+}
+
+fn scenario(name: &str) -> &'static ScenarioResult {
+    let report = &run().report;
+    report
+        .scenario(name)
+        .unwrap_or_else(|| panic!("no scenario {name}:\n{}", report.tail(60)))
+}
+
+/// The lines between `NAME-BEGIN` and `NAME-END` (the output of a `dump`).
+fn dumped<'a>(s: &'a ScenarioResult, name: &str) -> Vec<&'a str> {
+    let begin = format!("{name}-BEGIN");
+    let end = format!("{name}-END");
+    s.lines
+        .iter()
+        .map(|l| l.text.as_str())
+        .skip_while(|t| !t.ends_with(&begin))
+        .skip(1)
+        .take_while(|t| !t.ends_with(&end))
+        .collect()
+}
+
+/// Kernel log lines that say which platform devices a guest found: firmware tables, the
+/// power button, the RTC, clock sources, the disk's queues.
+const PLATFORM_LINES: &[&str] = &[
+    "DMI",
+    "SMBIOS",
+    "ACPI: PM:",
+    "Power Button",
+    "rtc",
+    "RTC",
+    "clocksource: Switched",
+    "TSC unstable",
+    "virtio_blk",
+    "smpboot: CPU0",
+    "smpboot: Total",
+];
+
+/// Prints the figures of a boot: time to multi-user (host clock, from `vm_start`), the
+/// guest's own uptime then, systemd-analyze, poweroff time, the platform devices the kernel
+/// reported (or missed), and the journal's warnings.
+fn print_figures(vmm: &str, s: &ScenarioResult) {
+    let secs = |d: Option<Duration>| {
+        d.map_or_else(|| "?".to_owned(), |d| format!("{:.1}", d.as_secs_f64()))
+    };
+    eprintln!(
+        "{vmm}: vm_start -> {DEBIAN_READY} {} s (guest uptime then {} s); poweroff -> exit {} s; {}",
+        secs(s.time_between("@@GHOST-MARK vm-start", DEBIAN_READY)),
+        s.value::<String>("GHOST-READY uptime=").unwrap_or_else(|| "?".into()),
+        secs(s.time_between("@@GHOST-MARK poweroff", "@@GHOST-MARK vm-exited")),
+        s.line_after("L3_ANALYZE=").unwrap_or("?"),
+    );
+    let dmesg = dumped(s, "DMESG");
+    eprintln!(
+        "{vmm}: platform, from the guest's dmesg ({} lines; all of it in the console log):",
+        dmesg.len()
+    );
+    for line in dmesg
+        .iter()
+        .filter(|l| PLATFORM_LINES.iter().any(|p| l.contains(p)))
+    {
+        eprintln!("  {line}");
+    }
+    let journal = dumped(s, "JOURNAL");
+    eprintln!(
+        "{vmm}: the journal's warnings and errors ({} lines):",
+        journal.len()
+    );
+    for line in journal {
+        eprintln!("  {line}");
+    }
+}
+
+/// Multi-user reached, logind and dbus active, root on the virtio disk, the VMM exited 0,
+/// and the file system is clean afterwards.
+fn assert_debian_lifecycle(s: &ScenarioResult) {
+    let t = s.transcript();
+    s.assert_success();
+    assert!(s.contains(DEBIAN_READY), "no {DEBIAN_READY}:\n{t}");
+    assert_eq!(s.line_after("L3_MULTI_USER="), Some("active"), "{t}");
+    assert_eq!(
+        s.line_after("L3_ACTIVE="),
+        Some("active active"),
+        "systemd-logind and dbus:\n{t}"
+    );
+    assert_eq!(
+        s.line_after("L3_STATE="),
+        Some("running"),
+        "systemd's state (failed units: {:?}):\n{t}",
+        s.line_after("L3_FAILED=")
+    );
+    let cmdline = s.line_after("L3_CMDLINE=").unwrap_or_default();
+    assert!(cmdline.contains("root=/dev/vda"), "{t}");
+    assert_eq!(
+        s.line_after("L3_KERNEL="),
+        Some(run().image.kernel_version.as_str()),
+        "the image's own kernel:\n{t}"
+    );
+    assert_eq!(s.value::<u32>("L3_CPUS="), Some(2), "{t}");
+    let root = s
+        .line_after("L3_ROOT=")
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        root.starts_with("/dev/vda ext4 rw"),
+        "root is the virtio disk, ext4, read-write: {root}\n{t}"
+    );
+    assert!(
+        s.line_after("L3_SESSIONS=")
+            .is_some_and(|l| l.contains("root") && l.contains("ttyS0")),
+        "logind registered root's login on ttyS0:\n{t}"
+    );
+    assert_eq!(
+        s.value::<i32>("VM_RC="),
+        Some(0),
+        "the VMM's exit status:\n{t}"
+    );
+    assert_eq!(s.line_after("FS_STATE="), Some("clean"), "{t}");
+    let features = s.line_after("FS_FEATURES=").unwrap_or_default();
+    assert!(
+        features.contains("has_journal") && !features.contains("needs_recovery"),
+        "the journal was checkpointed at unmount: {features}\n{t}"
+    );
+    assert_eq!(s.value::<i32>("FSCK_RC="), Some(0), "e2fsck -fn:\n{t}");
+}
+
+#[test]
+fn debian_boots_to_multi_user_under_ghost_vmm_and_powers_off_cleanly() {
+    let s = scenario("debian-boots");
+    print_figures("ghost-vmm", s);
+    assert_debian_lifecycle(s);
+}
+
+#[test]
+fn debian_boots_under_qemu_and_its_power_button_powers_it_off() {
+    let s = scenario("debian-qemu");
+    print_figures("qemu", s);
+    let t = s.transcript();
+    assert_eq!(s.value::<i32>("QMP_RC="), Some(0), "{t}");
+    assert!(
+        s.line_after("QMP_SAID=")
+            .is_some_and(|l| !l.contains("error")),
+        "{t}"
+    );
+    assert_debian_lifecycle(s);
+}
