@@ -91,6 +91,8 @@ pub const COM1_GSI: u32 = 4;
 pub const CMOS_PORT: u16 = 0x70;
 /// The CMOS RTC's ports: index and data.
 pub const CMOS_PORT_LEN: u64 = 2;
+/// The CMOS index of the RTC's century register (the FADT's `CENTURY` names it).
+pub const CMOS_CENTURY_INDEX: u8 = 0x32;
 /// The CMOS RTC's interrupt line (ISA IRQ 8, edge, active high; GSI 8 on the IOAPIC).
 pub const RTC_GSI: u32 = 8;
 /// The ACPI Generic Event Device's event register (one MMIO page in the hole, clear of the

@@ -20,6 +20,7 @@ mod memory;
 mod notify;
 mod passthrough;
 mod pci;
+mod rtc;
 mod vcpu;
 mod vm;
 

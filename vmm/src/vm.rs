@@ -32,6 +32,7 @@ use crate::lifecycle::{BootHandles, Lifecycle, RunControl, VcpuKicker};
 use crate::memory::{create_guest_memory, MemoryBacking};
 use crate::passthrough::{HostBindings, KvmSlots, Passthrough};
 use crate::pci::PciPlatform;
+use crate::rtc::{CmosRtc, RtcTicker};
 use crate::vcpu::{
     install_kick_handler, vcpu_kick_signal, ExitCounters, ExitStats, PowerToControl, Vcpu,
     VmControl, VmExit,
@@ -79,10 +80,22 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     check_hugepage_pool(config)?;
     check_address_space(&kvm, config)?;
     let backends = Backends::open(config)?;
+    // The clock outlives guest reboots, like a PC's.
+    let rtc = CmosRtc::new(config.memory.size.bytes(), config.vm.vcpus)?;
     // Passed-through devices: checked, and bound to vfio-pci where the file asks; given back
     // on every way out of this function.
     let bindings = HostBindings::prepare(config)?;
-    let result = run_until_exit(&kvm, config, options, &backends, &run, started);
+    let result = run_until_exit(
+        &kvm,
+        config,
+        options,
+        &RunLevel {
+            backends: &backends,
+            run: &run,
+            rtc: &rtc,
+        },
+        started,
+    );
     run.refuse_pending("the VM has stopped");
     // Whatever ended the run, what the guest wrote reaches the disks before we exit.
     backends.flush_disks();
@@ -92,18 +105,25 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     result
 }
 
+/// What lives for the whole run and each boot uses.
+struct RunLevel<'a> {
+    backends: &'a Backends,
+    run: &'a Arc<RunControl>,
+    rtc: &'a CmosRtc,
+}
+
 fn run_until_exit(
     kvm: &Kvm,
     config: &VmConfig,
     options: &RunOptions,
-    backends: &Backends,
-    run: &Arc<RunControl>,
+    level: &RunLevel<'_>,
     started: Instant,
 ) -> Result<VmExit, VmmError> {
+    let run = level.run;
     // The first boot's milestones count from the VMM's start; a restart's from its own.
     let mut boot_start = started;
     loop {
-        let vm = Vm::new(kvm, config, backends, boot_start)?;
+        let vm = Vm::new(kvm, config, level, boot_start)?;
         let (exit, stats) = vm.run(run, config.vm.stop_timeout.duration())?;
         if options.exit_stats {
             log::warn!("{}: {}", config.vm.name, stats.report(8));
@@ -135,6 +155,7 @@ struct Vm {
     serial: Arc<Mutex<SerialDevice>>,
     serial_input_ready: EventFd,
     ged: Arc<Mutex<GedDevice>>,
+    rtc: RtcTicker,
     counters: Arc<ExitCounters>,
     console_input: bool,
     affinity: Option<Vec<usize>>,
@@ -145,7 +166,7 @@ impl Vm {
     fn new(
         kvm: &Kvm,
         config: &VmConfig,
-        backends: &Backends,
+        level: &RunLevel<'_>,
         boot_start: Instant,
     ) -> Result<Self, VmmError> {
         let vm_fd = Arc::new(kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?);
@@ -241,6 +262,7 @@ impl Vm {
             .map_err(VmmError::kvm("KVM_IRQFD"))?;
         let ged = Arc::new(Mutex::new(GedDevice::new(ged_irq)));
         mmio.insert(ged.clone(), layout::GED_MMIO_START, layout::GED_MMIO_SIZE)?;
+        let rtc = level.rtc.plug(&vm_fd, &pio)?;
 
         pio.insert(
             Arc::new(Mutex::new(BootTimer::new(
@@ -256,7 +278,7 @@ impl Vm {
 
         let mut pci =
             PciPlatform::new(vm_fd.clone(), memory.clone(), mmio64, routing, &pio, &mmio)?;
-        for (name, device) in backends.devices(config)? {
+        for (name, device) in level.backends.devices(config)? {
             let at = pci.add_virtio(name.clone(), device)?;
             log::info!("{}: {name} at PCI {at}", config.vm.name);
         }
@@ -287,6 +309,7 @@ impl Vm {
             serial,
             serial_input_ready,
             ged,
+            rtc,
             counters,
             console_input: config.serial.mode == SerialMode::Stdio,
             affinity: config.vm.cpu_affinity.clone(),
@@ -321,6 +344,7 @@ impl Vm {
         )
         .map_err(VmmError::EventFd)?;
         events.add_subscriber(Arc::new(Mutex::new(lifecycle)));
+        events.add_subscriber(Arc::new(Mutex::new(self.rtc)));
         if self.console_input {
             // SAFETY: dup returns a new fd that we own (or -1, checked below).
             let fd = unsafe { libc::dup(libc::STDIN_FILENO) };

@@ -1,6 +1,7 @@
 //! The DSDT: `\_S5_` and the devices of the direct-boot platform under `\_SB_`, as AML.
 //!
 //! - `COM1`: the 16550 UART.
+//! - `RTC_`: the CMOS RTC (PNP0B00).
 //! - `MBRD`: motherboard resources reserving the ECAM.
 //! - `PCI0`: the PCIe host bridge with its windows and INTx routing.
 //! - `GED_` and `PWRB`: the ACPI Generic Event Device (ACPI0013) and the power button
@@ -23,8 +24,9 @@ use super::{
     table_id, u32_field, AcpiError, DSDT_REVISION, LAST_BUS, OEM_ID, OEM_REVISION, SDT_HEADER_LEN,
 };
 use crate::layout::{
-    ACPI_S5_SLP_TYP, COM1_GSI, COM1_PORT, GED_EVENT_POWER_BUTTON, GED_EVENT_REGISTER_LEN, GED_GSI,
-    GED_MMIO_START, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START,
+    ACPI_S5_SLP_TYP, CMOS_PORT, CMOS_PORT_LEN, COM1_GSI, COM1_PORT, GED_EVENT_POWER_BUTTON,
+    GED_EVENT_REGISTER_LEN, GED_GSI, GED_MMIO_START, PCI_ECAM_SIZE, PCI_ECAM_START,
+    PCI_MMIO32_SIZE, PCI_MMIO32_START, RTC_GSI,
 };
 
 /// ACPI notification value for a control-method power button: "button pressed".
@@ -59,6 +61,7 @@ pub(super) fn dsdt(pci_mmio64: (u64, u64)) -> Result<Vec<u8>, AcpiError> {
 fn system_bus_devices(pci_mmio64: (u64, u64)) -> Result<Vec<u8>, AcpiError> {
     let mut sb = Vec::new();
     com1(&mut sb);
+    cmos_rtc(&mut sb);
     motherboard_resources(&mut sb)?;
     pci_host_bridge(&mut sb, pci_mmio64)?;
     generic_event_device(&mut sb)?;
@@ -145,6 +148,26 @@ fn com1(sink: &mut Vec<u8>) {
         Path::new("COM1"),
         vec![
             &Name::new(Path::new("_HID"), &EISAName::new("PNP0501")),
+            &Name::new(Path::new("_UID"), &aml::ZERO),
+            &Name::new(Path::new("_CRS"), &crs),
+        ],
+    )
+    .to_aml_bytes(sink);
+}
+
+/// `\_SB_.RTC_`: the MC146818 CMOS RTC at [`CMOS_PORT`], ISA IRQ 8 ([`RTC_GSI`], edge,
+/// active high). Hardware-reduced Linux registers no legacy RTC platform device, so this
+/// PNP0B00 device is what `rtc_cmos` binds to (`/dev/rtc0`).
+fn cmos_rtc(sink: &mut Vec<u8>) {
+    // The two ports are 8-bit: Length in the IO descriptor counts ports.
+    const _: () = assert!(CMOS_PORT_LEN == 2);
+    let ports = IO::new(CMOS_PORT, CMOS_PORT, 1, 2);
+    let irq = Interrupt::new(true, true, false, false, RTC_GSI);
+    let crs = ResourceTemplate::new(vec![&ports, &irq]);
+    Device::new(
+        Path::new("RTC_"),
+        vec![
+            &Name::new(Path::new("_HID"), &EISAName::new("PNP0B00")),
             &Name::new(Path::new("_UID"), &aml::ZERO),
             &Name::new(Path::new("_CRS"), &crs),
         ],

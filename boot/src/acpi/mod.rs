@@ -19,8 +19,10 @@
 //! - Before entering S5, Linux writes `WAK_STS` (0x80) to the sleep status register (the same
 //!   port): the power device must ignore that write.
 //! - `IAPC_BOOT_ARCH`: "8042" clear makes the i8042 driver give up (no PS/2 keyboard),
-//!   `VGA_NOT_PRESENT` stops VGA probing, `CMOS_RTC_NOT_PRESENT` skips the rtc_cmos platform
-//!   device (wall clock comes from kvmclock), `PCIE_ASPM_CONTROLS` disables ASPM.
+//!   `VGA_NOT_PRESENT` stops VGA probing, `PCIE_ASPM_CONTROLS` disables ASPM.
+//!   `CMOS_RTC_NOT_PRESENT` is clear: there is a CMOS RTC, found through the DSDT's PNP0B00
+//!   device; the FADT's `CENTURY` names its century register, so `rtc_cmos` reads years
+//!   past 2099.
 //!   `MSI_NOT_SUPPORTED` is deliberately clear: Linux would otherwise disable PCI MSI/MSI-X.
 //!
 //! What `acpi_tables` lacks and is hand-packed here: the MADT Interrupt Source Override and
@@ -40,8 +42,8 @@ use zerocopy::little_endian::{U16, U32};
 use zerocopy::{Immutable, IntoBytes};
 
 use crate::layout::{
-    ACPI_END, ACPI_POWER_PORT, ACPI_RESET_VALUE, ACPI_START, IOAPIC_START, LAPIC_START,
-    PCI_ECAM_SIZE, PCI_ECAM_START,
+    ACPI_END, ACPI_POWER_PORT, ACPI_RESET_VALUE, ACPI_START, CMOS_CENTURY_INDEX, IOAPIC_START,
+    LAPIC_START, PCI_ECAM_SIZE, PCI_ECAM_START,
 };
 
 mod dsdt;
@@ -71,8 +73,6 @@ mod iapc_boot_arch {
     pub const VGA_NOT_PRESENT: u16 = 1 << 2;
     /// OSPM must not enable PCIe ASPM.
     pub const PCIE_ASPM_CONTROLS: u16 = 1 << 4;
-    /// No CMOS RTC at the legacy ports.
-    pub const CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 }
 
 /// MADT structure types this module packs itself.
@@ -294,10 +294,9 @@ fn fadt(dsdt: GuestAddress) -> Vec<u8> {
         // No fixed-feature power/sleep buttons (there is no PM1 block to hold them).
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton);
-    fadt.iapc_boot_arch = (iapc_boot_arch::VGA_NOT_PRESENT
-        | iapc_boot_arch::PCIE_ASPM_CONTROLS
-        | iapc_boot_arch::CMOS_RTC_NOT_PRESENT)
-        .into();
+    fadt.iapc_boot_arch =
+        (iapc_boot_arch::VGA_NOT_PRESENT | iapc_boot_arch::PCIE_ASPM_CONTROLS).into();
+    fadt.century = CMOS_CENTURY_INDEX;
     fadt.reset_reg = power_port_register();
     fadt.reset_value = ACPI_RESET_VALUE;
     fadt.sleep_control_reg = power_port_register();

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::layout::{
-    ACPI_S5_SLP_TYP, GED_EVENT_POWER_BUTTON, GED_EVENT_REGISTER_LEN, GED_GSI, GED_MMIO_START,
-    PCI_MMIO32_SIZE, PCI_MMIO32_START,
+    ACPI_S5_SLP_TYP, CMOS_CENTURY_INDEX, CMOS_PORT, GED_EVENT_POWER_BUTTON, GED_EVENT_REGISTER_LEN,
+    GED_GSI, GED_MMIO_START, PCI_MMIO32_SIZE, PCI_MMIO32_START, RTC_GSI,
 };
 use crate::test_utils::{guest_memory, read_bytes};
 use vm_memory::GuestMemoryMmap;
@@ -94,7 +94,11 @@ fn fadt_is_hardware_reduced_with_power_port_registers() {
     assert_eq!(boot_arch & 0b11, 0, "no legacy devices, no 8042");
     assert_ne!(boot_arch & (1 << 2), 0, "VGA not present");
     assert_eq!(boot_arch & (1 << 3), 0, "MSI must stay supported");
-    assert_ne!(boot_arch & (1 << 5), 0, "CMOS RTC not present");
+    assert_eq!(boot_arch & (1 << 5), 0, "a CMOS RTC is present");
+    assert_eq!(
+        fadt[108], CMOS_CENTURY_INDEX,
+        "CENTURY: the RTC's century register"
+    );
     // GAS: space id, bit width, bit offset, access size, address.
     for (name, at) in [
         ("reset", 116),
@@ -208,6 +212,15 @@ fn power_button_is_a_generic_event_device_notifying_pwrb() {
     const _: () = assert!(GED_EVENT_POWER_BUTTON == 1);
     has("Method (_EVT, 1, Serialized) { Local0 = GDAT If (((Local0 & One) == One)) { Notify (\\_SB.PWRB, 0x80) } }");
     has("Device (PWRB) { Name (_HID, EisaId (\"PNP0C0C\")) Name (_UID, Zero) }");
+}
+
+#[test]
+fn cmos_rtc_is_a_pnp0b00_device_with_its_ports_and_irq_8() {
+    let asl = disassembled_dsdt();
+    let want = format!(
+        "Device (RTC) {{ Name (_HID, EisaId (\"PNP0B00\")) Name (_UID, Zero) Name (_CRS, ResourceTemplate () {{ IO (Decode16, 0x{CMOS_PORT:04X}, 0x{CMOS_PORT:04X}, 0x01, 0x02,) Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,,) {{ 0x{RTC_GSI:08X}, }} }}) }}"
+    );
+    assert!(asl.contains(&want), "{want:?} not in {asl}");
 }
 
 fn madt_entries(madt: &[u8]) -> Vec<(u8, Vec<u8>)> {

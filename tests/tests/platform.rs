@@ -1,5 +1,6 @@
-//! Issue 13's power button and hard stop in the nested test host, with busybox guests on the
-//! stock Debian cloud kernel (the Debian systemd guest, where logind acts on the button, is
+//! Issue 13's platform devices in the nested test host: the power button, the hard stop and
+//! the CMOS RTC, with busybox guests on the stock Debian cloud kernel (the Debian systemd
+//! guest, where logind acts on the button and systemd reads the RTC, is
 //! `server_lifecycle.rs`).
 //!
 //! All scenarios share one L2 boot:
@@ -10,7 +11,12 @@
 //! - `ignores-button`: a guest without the button driver writes 1 MiB to its disk with
 //!   `fsync`, then idles. SIGTERM presses a button nobody hears; after `stop_timeout` (3 s)
 //!   ghost-vmm stops it hard: exit status 3, one line saying why, the flushed bytes on the
-//!   image, the image's lock released (`ghost-vmm check` refuses a locked disk) and the TAP ghost-vmm created gone.
+//!   image, the image's lock released (`ghost-vmm check` of another VM on the disk is
+//!   refused before and accepted after) and the TAP ghost-vmm created gone.
+//! - `rtc`: `rtc_cmos` binds to the DSDT's PNP0B00 device; `/dev/rtc0` and busybox
+//!   `hwclock` read the host's UTC time (compared with L2's clock on the spot), a time
+//!   written with `hwclock --systohc` reads back and keeps running, and an alarm set through
+//!   `wakealarm` raises IRQ 8.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -86,10 +92,48 @@ $GHOST_VMM check /ghost/vm/ign-other.toml </dev/null; echo "CHECK_AFTER=$?"
 [ -e /sys/class/net/tap-ign ] && echo TAP_AFTER=present || echo TAP_AFTER=gone
 "#;
 
+/// Guest: the RTC as Linux sees it. L2 prints `HOST_EPOCH=` right after the guest's
+/// `RTC_EPOCH=` line (see `RTC_L2`).
+const RTC_GUEST: &str = r#"
+echo "RTC_NAME=$(cat /sys/class/rtc/rtc0/name 2>/dev/null)"
+[ -c /dev/rtc0 ] && echo RTC_DEV=yes
+echo "HWCLOCK=$(hwclock -r -u 2>&1)"
+read -r _go
+echo "RTC_EPOCH=$(cat /sys/class/rtc/rtc0/since_epoch)"
+read -r _go
+# Set the RTC 10 years ahead and read it back: it must have kept running from there.
+now=$(cat /sys/class/rtc/rtc0/since_epoch)
+date -u -s "@$((now + 315360000))" >/dev/null && hwclock -w -u && echo RTC_SET=yes
+sleep 2
+echo "RTC_AFTER_SET=$(( $(cat /sys/class/rtc/rtc0/since_epoch) - now ))"
+date -u -s "@$((now + 2))" >/dev/null && hwclock -w -u
+# An alarm 2 s ahead must raise the RTC's interrupt.
+echo "RTC_IRQ_LINE=$(grep rtc0 /proc/interrupts)"
+before=$(awk '/rtc0/ {print $2}' /proc/interrupts)
+echo 0 >/sys/class/rtc/rtc0/wakealarm
+echo +2 >/sys/class/rtc/rtc0/wakealarm && echo ALARM_SET=yes
+sleep 4
+after=$(awk '/rtc0/ {print $2}' /proc/interrupts)
+grep -E 'alarm_IRQ|alrm|IRQ' /proc/driver/rtc
+echo "IRQ8_BEFORE=$before"
+echo "IRQ8_AFTER=$after"
+"#;
+
+const RTC_L2: &str = r#"
+vm_start rtc $GHOST_VMM run /ghost/vm/rtc.toml
+vm_wait_for rtc HWCLOCK= 120 || exit 1
+vm_send rtc go
+vm_wait_for rtc RTC_EPOCH= 30 || exit 1
+echo "HOST_EPOCH=$(date -u +%s)"
+vm_send rtc go
+vm_wait rtc 60
+echo "GHOST_RC=$?"
+"#;
+
 fn run() -> &'static RunReport {
     static RUN: OnceLock<RunReport> = OnceLock::new();
     RUN.get_or_init(|| {
-        TestHost::new("power")
+        TestHost::new("platform")
             .expect("test-host assets (tests/testhost/setup.sh)")
             .with_built_ghost_vmm()
             .expect("a built ghost-vmm (cargo build --release -p ghost-cli)")
@@ -101,7 +145,9 @@ fn run() -> &'static RunReport {
                 "ignore",
                 GuestInitramfs::new(IGNORE_GUEST).modules(ghost_tests::testhost::VIRTIO_MODULES),
             )
+            .guest("rtc", GuestInitramfs::new(RTC_GUEST))
             .file("/ghost/vm/pb.toml", vm_toml("pb", "button", "", ""), 0o644)
+            .file("/ghost/vm/rtc.toml", vm_toml("rtc", "rtc", "", ""), 0o644)
             .file(
                 "/ghost/vm/ign.toml",
                 vm_toml(
@@ -125,6 +171,7 @@ fn run() -> &'static RunReport {
             .run(&[
                 Scenario::new("power-button", BUTTON_L2).timeout(Duration::from_secs(200)),
                 Scenario::new("ignores-button", IGNORE_L2).timeout(Duration::from_secs(200)),
+                Scenario::new("rtc", RTC_L2).timeout(Duration::from_secs(200)),
             ])
             .expect("the test host boots")
     })
@@ -193,4 +240,46 @@ fn a_guest_that_ignores_the_button_is_stopped_hard_with_its_data_flushed() {
     assert_eq!(s.value::<i32>("CHECK_AFTER="), Some(0), "{t}");
     assert_eq!(s.line_after("TAP_WHILE_RUNNING="), Some("yes"), "{t}");
     assert_eq!(s.line_after("TAP_AFTER="), Some("gone"), "{t}");
+}
+
+#[test]
+fn the_guests_rtc_reads_the_hosts_time_and_keeps_what_it_is_set_to() {
+    let s = scenario("rtc");
+    let t = s.transcript();
+    s.assert_success();
+    assert!(
+        s.line_after("RTC_NAME=")
+            .is_some_and(|n| n.starts_with("rtc_cmos")),
+        "{t}"
+    );
+    assert_eq!(s.line_after("RTC_DEV="), Some("yes"), "{t}");
+    let hwclock = s.line_after("HWCLOCK=").unwrap_or_default();
+    assert!(
+        hwclock.contains("20") && !hwclock.to_lowercase().contains("error"),
+        "busybox hwclock reads it: {hwclock:?}\n{t}"
+    );
+    let guest: i64 = s.value("RTC_EPOCH=").expect("guest RTC");
+    let host: i64 = s.value("HOST_EPOCH=").expect("host clock");
+    assert!(
+        (guest - host).abs() <= 3,
+        "the guest's RTC ({guest}) is the host's UTC ({host}) within a few seconds"
+    );
+    assert_eq!(s.line_after("RTC_SET="), Some("yes"), "{t}");
+    let ran: i64 = s.value("RTC_AFTER_SET=").expect("after set");
+    assert!(
+        (315_360_001..=315_360_006).contains(&ran),
+        "set 10 years ahead, read back 2 s later: {ran}\n{t}"
+    );
+    assert_eq!(s.line_after("ALARM_SET="), Some("yes"), "{t}");
+    let before: u64 = s
+        .value("IRQ8_BEFORE=")
+        .expect("rtc0's IRQ in /proc/interrupts");
+    let after: u64 = s
+        .value("IRQ8_AFTER=")
+        .expect("rtc0's IRQ in /proc/interrupts");
+    assert!(
+        after > before,
+        "the alarm raised IRQ 8 ({before} -> {after})\n{t}"
+    );
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
 }
