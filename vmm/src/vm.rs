@@ -24,6 +24,7 @@ use vmm_sys_util::signal::Killable;
 
 use crate::backends::Backends;
 use crate::config::{OnReboot, SerialMode, VmConfig};
+use crate::console::socket::SocketConsoleEvents;
 use crate::console::{open_console_file, ConsoleInput, RawTerminal};
 use crate::interrupt::GsiRouting;
 use crate::lifecycle::{BootHandles, Lifecycle, RunControl, VcpuKicker};
@@ -127,6 +128,7 @@ struct Vm {
     ged: Arc<Mutex<GedDevice>>,
     counters: Arc<ExitCounters>,
     console_input: bool,
+    socket_console: Option<SocketConsoleEvents>,
     affinity: Option<Vec<usize>>,
     name: String,
 }
@@ -197,6 +199,10 @@ impl Vm {
             (SerialMode::File, Some(path)) => {
                 open_console_file(path).map_err(|e| VmmError::ConsoleFile(path.clone(), e))?
             }
+            (SerialMode::Socket, _) => match backends.socket_console() {
+                Some(console) => console.output(),
+                None => Box::new(std::io::sink()),
+            },
             _ => Box::new(std::io::sink()),
         };
         let serial = Arc::new(Mutex::new(SerialDevice::new(
@@ -209,6 +215,13 @@ impl Vm {
             u64::from(layout::COM1_PORT),
             SERIAL_PORT_LEN,
         )?;
+        let socket_console = match backends.socket_console() {
+            Some(console) => Some(console.events(
+                serial.clone(),
+                serial_input_ready.try_clone().map_err(VmmError::EventFd)?,
+            )),
+            None => None,
+        };
         let power = PowerToControl(control.clone());
         pio.insert(
             Arc::new(Mutex::new(AcpiPowerDevice::new(
@@ -279,6 +292,7 @@ impl Vm {
             ged,
             counters,
             console_input: config.serial.mode == SerialMode::Stdio,
+            socket_console,
             affinity: config.vm.cpu_affinity.clone(),
             name: config.vm.name.clone(),
         })
@@ -325,6 +339,9 @@ impl Vm {
                         .map_err(VmmError::EventFd)?,
                 ))));
             }
+        }
+        if let Some(console) = self.socket_console {
+            events.add_subscriber(Arc::new(Mutex::new(console)));
         }
 
         let mut threads: Vec<JoinHandle<ExitStats>> = Vec::with_capacity(self.vcpus.len());
