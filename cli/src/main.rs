@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use ghost_vmm::config::VmConfig;
 use ghost_vmm::{RunOptions, VmExit};
 
+mod console;
 mod logger;
 mod vfio;
 
@@ -18,6 +19,8 @@ const USAGE: &str = "usage: ghost-vmm <command>
                     run the VM until it powers off; --exit-stats: on each stop, log its
                     exits by reason and the busiest ports and MMIO pages
   check FILE.toml   validate a VM file (and the host resources it needs) without running it
+  console NAME | --socket PATH
+                    attach to a VM's console ([serial] mode = \"socket\"); Ctrl-] detaches
   doctor [--native] report on this host; --native: exit 0 only if KVM runs stock guests natively
   vfio bind ADDR    move host PCI function ADDR (0000:01:00.0) to vfio-pci, remembering its driver
   vfio unbind ADDR  give ADDR back to the driver it had (or the kernel's default)
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         ["run", file] => run(Path::new(file), &RunOptions::default()),
         ["run", "--exit-stats", file] => run(Path::new(file), &RunOptions { exit_stats: true }),
         ["check", file] => check(Path::new(file)),
+        ["console", rest @ ..] => console::main(rest),
         ["doctor"] => doctor(false),
         ["doctor", "--native"] => doctor(true),
         ["vfio", "bind", address] => vfio::bind(address),
