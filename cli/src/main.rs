@@ -12,6 +12,7 @@ use ghost_api::Action;
 use ghost_vmm::config::VmConfig;
 use ghost_vmm::{RunOptions, VmExit};
 
+mod console;
 mod logger;
 mod manage;
 mod vfio;
@@ -71,6 +72,8 @@ enum Command {
     Pause(manage::VmArg),
     /// Let a paused VM run again
     Resume(manage::VmArg),
+    /// Attach this terminal to a VM's console ([serial] mode = "socket"); Ctrl-] detaches
+    Console(console::ConsoleArgs),
     /// Print the version
     Version,
 }
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Reboot(vm) => manage::act(&vm, Action::Reboot),
         Command::Pause(vm) => manage::act(&vm, Action::Pause),
         Command::Resume(vm) => manage::act(&vm, Action::Resume),
+        Command::Console(args) => console::main(&args),
         Command::Version => {
             println!("ghost-vmm {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

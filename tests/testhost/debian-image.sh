@@ -43,6 +43,7 @@ packages=(
     systemd-sysv dbus libpam-systemd udev kmod
     linux-image-cloud-amd64 initramfs-tools zstd
     e2fsprogs util-linux procps
+    util-linux-extra # hwclock (bookworm moved it out of util-linux)
 )
 image_size=1536M
 hostname=ghost-guest

@@ -5,11 +5,18 @@
 //! All scenarios share one L2 boot. Each boots its own pristine copy of the image: L2 gets
 //! the cached image once per scenario as a virtio disk (`/dev/vda`, `/dev/vdb`, ...), each
 //! with its own throwaway overlay (`TestHost::disk`).
-//! - `debian-boots`: ghost-vmm boots the image to multi-user (the image's `ghost-ready.service`
-//!   prints `GHOST-READY`), then the test types commands into the serial console (root is
-//!   logged in automatically): systemd's state, logind and dbus, the kernel command line,
-//!   the warnings of the journal. `poweroff` ends ghost-vmm with status 0 (ACPI S5), and L2's
-//!   `e2fsck -fn` finds the root file system clean afterwards.
+//! - `debian-sigterm`: ghost-vmm boots the image to multi-user (the image's
+//!   `ghost-ready.service` prints `GHOST-READY`), then the test types commands into the serial
+//!   console (root is logged in automatically): systemd's state, logind and dbus, the kernel
+//!   command line, the RTC (`/sys/class/rtc/rtc0` against L2's clock, `hwclock`,
+//!   `timedatectl`), the warnings of the journal. The guest writes 4 MiB without `sync`, and
+//!   at once L2 sends ghost-vmm SIGTERM: the power button, logind powers the guest off,
+//!   ghost-vmm exits 0. Afterwards L2 finds the file system clean (no journal recovery
+//!   needed, `e2fsck -fn`) and the file on the disk, byte for byte (`debugfs`).
+//! - `debian-api`: the same image under a second ghost-vmm, managed through the CLI and its
+//!   control API: `status` and `list` show it, `pause` stops the guest's clock and progress
+//!   for 5 s (its uptime advances by less than the wall clock), `resume` lets it carry on,
+//!   and `shutdown --wait` powers it off with an unsynced file, which is on the disk after.
 //! - `debian-qemu`: the same under QEMU (KVM in L2), powered off with QMP `system_powerdown`
 //!   (the ACPI power button, handled by logind): proves the image and gives the baseline
 //!   time to multi-user.
@@ -31,7 +38,8 @@ const CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet panic=-1";
 
 /// The disks of the scenarios, in `TestHost::disk` order: one pristine copy each.
 const GHOST_DISK: &str = "/dev/vda";
-const QEMU_DISK: &str = "/dev/vdb";
+const API_DISK: &str = "/dev/vdb";
+const QEMU_DISK: &str = "/dev/vdc";
 
 /// How long the guest may take to reach multi-user (30–70 s seen; first boots longer).
 const READY_TIMEOUT_S: u32 = 300;
@@ -116,10 +124,14 @@ dump {vm} DMESG 'dmesg' 180 || {{ vm_kill {vm}; exit 1; }}
     )
 }
 
-/// After the VM exited: L2 checks the guest's root file system on `disk` (read-only).
+/// After the VM exited: L2 checks the guest's root file system on `disk` (read-only), and
+/// reads the file the guest wrote last out of it.
 fn fs_check(disk: &str) -> String {
     format!(
         r#"
+debugfs -R "dump /root/unsynced.bin /tmp/unsynced.bin" {disk} 2>/dev/null
+echo "DISK_SUM=$(sha256sum /tmp/unsynced.bin 2>/dev/null | cut -d' ' -f1)"
+rm -f /tmp/unsynced.bin
 dumpe2fs -h {disk} >/tmp/dumpe2fs.out 2>/dev/null
 echo "FS_STATE=$(sed -n 's/^Filesystem state: *//p' /tmp/dumpe2fs.out)"
 echo "FS_FEATURES=$(sed -n 's/^Filesystem features: *//p' /tmp/dumpe2fs.out)"
@@ -132,8 +144,17 @@ sed 's/^/fsck: /' /tmp/fsck.out
     )
 }
 
-/// `debian-boots`: ghost-vmm boots the image on [`GHOST_DISK`], the guest answers, `poweroff`.
-fn ghost_boot_script() -> String {
+/// The guest writes 4 MiB of random bytes to `/root/unsynced.bin` and reports their
+/// checksum; nothing syncs them (the stop request follows at once).
+fn write_unsynced(vm: &str) -> String {
+    format!(
+        r#"ask {vm} L3_UNSYNCED 'sh -c "head -c 4194304 /dev/urandom >/root/unsynced.bin && sha256sum /root/unsynced.bin"' || {{ vm_kill {vm}; exit 1; }}"#
+    )
+}
+
+/// `debian-sigterm`: ghost-vmm boots the image on [`GHOST_DISK`], the guest answers, writes a
+/// file without syncing, and SIGTERM (the power button) powers it off.
+fn ghost_sigterm_script() -> String {
     let vm = "l3";
     format!(
         r#"{GUEST_SHELL}
@@ -143,15 +164,63 @@ vm_start {vm} $GHOST_VMM run /ghost/vm/debian.toml
 vm_wait_for {vm} {DEBIAN_READY} {READY_TIMEOUT_S} || {{ vm_kill {vm}; exit 1; }}
 ghost_mark multi-user
 {questions}
-ghost_mark poweroff
-vm_send {vm} poweroff
-vm_wait {vm} 120
+ask {vm} L3_RTC_EPOCH 'cat /sys/class/rtc/rtc0/since_epoch' || {{ vm_kill {vm}; exit 1; }}
+echo "HOST_EPOCH=$(date -u +%s)"
+ask {vm} L3_RTC_NAME 'cat /sys/class/rtc/rtc0/name' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_HWCLOCK 'hwclock --show --utc' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_HWCLOCK_RC 'sh -c "hwclock --show --utc >/dev/null 2>&1; echo rc=\$?"' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_TIMEDATE 'timedatectl status' || {{ vm_kill {vm}; exit 1; }}
+{unsynced}
+ghost_mark sigterm
+kill -TERM "$(cat $GHOST_VM_DIR/{vm}.pid)"
+vm_wait {vm} 180
 echo "VM_RC=$?"
 ghost_mark vm-exited
 {fs}
 "#,
         questions = guest_questions(vm),
+        unsynced = write_unsynced(vm),
         fs = fs_check(GHOST_DISK),
+    )
+}
+
+/// `debian-api`: ghost-vmm boots the image on [`API_DISK`] as VM `debian2`; the CLI shows it,
+/// pauses and resumes it, and shuts it down.
+fn ghost_api_script() -> String {
+    let vm = "l3b";
+    format!(
+        r#"{GUEST_SHELL}
+[ -b {API_DISK} ] || {{ echo "NO_DISK {API_DISK}"; exit 1; }}
+ghost_mark vm-start
+vm_start {vm} $GHOST_VMM run /ghost/vm/debian2.toml
+vm_wait_for {vm} {DEBIAN_READY} {READY_TIMEOUT_S} || {{ vm_kill {vm}; exit 1; }}
+ghost_mark multi-user
+vm_wait_for {vm} {DEBIAN_SHELL_READY} 120 || {{ echo NO_SHELL; vm_kill {vm}; exit 1; }}
+guest_setup {vm}
+$GHOST_VMM status debian2 >/tmp/status.out 2>&1; echo "STATUS_RC=$?"
+sed 's/^/STATUS: /' /tmp/status.out
+$GHOST_VMM list 2>&1 | sed 's/^/LIST: /'
+$GHOST_VMM status nosuchvm; echo "NOSUCH_RC=$?"
+ask {vm} L3_UP1 'cut -d" " -f1 /proc/uptime' || {{ vm_kill {vm}; exit 1; }}
+ghost_mark pause
+$GHOST_VMM pause debian2; echo "PAUSE_RC=$?"
+$GHOST_VMM status debian2 | sed -n 's/^state: */PAUSED_STATE=/p'
+sleep 5
+$GHOST_VMM resume debian2; echo "RESUME_RC=$?"
+ghost_mark resumed
+$GHOST_VMM status debian2 | sed -n 's/^state: */RESUMED_STATE=/p'
+ask {vm} L3_UP2 'cut -d" " -f1 /proc/uptime' || {{ vm_kill {vm}; exit 1; }}
+ask {vm} L3_ALIVE 'systemctl is-system-running' || {{ vm_kill {vm}; exit 1; }}
+{unsynced}
+ghost_mark shutdown
+$GHOST_VMM shutdown debian2 --wait --timeout 180; echo "SHUTDOWN_RC=$?"
+vm_wait {vm} 30
+echo "VM_RC=$?"
+ghost_mark vm-exited
+{fs}
+"#,
+        unsynced = write_unsynced(vm),
+        fs = fs_check(API_DISK),
     )
 }
 
@@ -219,16 +288,24 @@ fn run() -> &'static Run {
             .without_l3_kernel(ghost_tests::testhost::KernelFlavor::Cloud)
             .debian(&image)
             .disk(&image.image) // GHOST_DISK
+            .disk(&image.image) // API_DISK
             .disk(&image.image) // QEMU_DISK
             .binary("/usr/sbin/e2fsck", "/usr/sbin/e2fsck")
             .binary("/usr/sbin/dumpe2fs", "/usr/sbin/dumpe2fs")
+            .binary("/usr/sbin/debugfs", "/usr/sbin/debugfs")
             .file(
                 "/ghost/vm/debian.toml",
                 vm_toml("debian", GHOST_DISK),
                 0o644,
             )
+            .file(
+                "/ghost/vm/debian2.toml",
+                vm_toml("debian2", API_DISK),
+                0o644,
+            )
             .run(&[
-                Scenario::new("debian-boots", ghost_boot_script()).timeout(t),
+                Scenario::new("debian-sigterm", ghost_sigterm_script()).timeout(t),
+                Scenario::new("debian-api", ghost_api_script()).timeout(t),
                 Scenario::new("debian-qemu", qemu_boot_script()).timeout(t),
             ])
             .expect("the test host boots");
@@ -362,11 +439,120 @@ fn assert_debian_lifecycle(s: &ScenarioResult) {
     assert_eq!(s.value::<i32>("FSCK_RC="), Some(0), "e2fsck -fn:\n{t}");
 }
 
+/// The 4 MiB the guest wrote without `sync` just before the stop request are on the disk.
+fn assert_unsynced_file_on_disk(s: &ScenarioResult) {
+    let t = s.transcript();
+    let written = s
+        .line_after("L3_UNSYNCED=")
+        .and_then(|l| l.split_whitespace().next())
+        .filter(|h| h.len() == 64)
+        .unwrap_or_else(|| panic!("the guest's checksum:\n{t}"));
+    assert_eq!(
+        s.line_after("DISK_SUM="),
+        Some(written),
+        "the file on the disk after the stop:\n{t}"
+    );
+}
+
 #[test]
-fn debian_boots_to_multi_user_under_ghost_vmm_and_powers_off_cleanly() {
-    let s = scenario("debian-boots");
+fn sigterm_powers_debian_off_through_logind_with_its_data_on_disk() {
+    let s = scenario("debian-sigterm");
     print_figures("ghost-vmm", s);
     assert_debian_lifecycle(s);
+    let t = s.transcript();
+    assert!(
+        s.contains("debian: SIGTERM: pressed the power button"),
+        "ghost-vmm pressed the button:\n{t}"
+    );
+    assert_unsynced_file_on_disk(s);
+    if let Some(d) = s.time_between("@@GHOST-MARK sigterm", "@@GHOST-MARK vm-exited") {
+        eprintln!("ghost-vmm: SIGTERM -> exit {:.1} s", d.as_secs_f64());
+    }
+}
+
+#[test]
+fn debians_rtc_reads_the_hosts_time_and_hwclock_works() {
+    let s = scenario("debian-sigterm");
+    let t = s.transcript();
+    let guest: i64 = s.value("L3_RTC_EPOCH=").expect("the guest's RTC");
+    let host: i64 = s.value("HOST_EPOCH=").expect("L2's clock");
+    assert!(
+        (guest - host).abs() <= 5,
+        "/dev/rtc0 ({guest}) reads the host's UTC ({host}):\n{t}"
+    );
+    assert!(
+        s.line_after("L3_RTC_NAME=")
+            .is_some_and(|n| n.starts_with("rtc_cmos")),
+        "{t}"
+    );
+    assert_eq!(
+        s.line_after("L3_HWCLOCK_RC="),
+        Some("rc=0"),
+        "hwclock --show:\n{t}"
+    );
+    let timedate = s.line_after("L3_TIMEDATE=").unwrap_or_default();
+    assert!(
+        timedate.contains("RTC time:") && !timedate.contains("RTC time: n/a"),
+        "systemd reads the RTC: {timedate}\n{t}"
+    );
+}
+
+#[test]
+fn the_cli_shows_pauses_resumes_and_shuts_debian_down() {
+    let s = scenario("debian-api");
+    let t = s.transcript();
+    s.assert_success();
+    assert_eq!(s.value::<i32>("STATUS_RC="), Some(0), "{t}");
+    assert!(s.contains("STATUS: name:    debian2"), "{t}");
+    assert!(s.contains("STATUS: state:   running"), "{t}");
+    assert!(s.contains("STATUS: vcpus:   2"), "{t}");
+    assert!(
+        s.contains(&format!("STATUS: disk:    vda <- {API_DISK}")),
+        "{t}"
+    );
+    assert!(
+        s.lines
+            .iter()
+            .any(|l| l.text.starts_with("LIST: debian2") && l.text.contains("running")),
+        "{t}"
+    );
+    assert_eq!(s.value::<i32>("NOSUCH_RC="), Some(2), "{t}");
+    assert!(s.contains("no VM named nosuchvm is running"), "{t}");
+    assert_eq!(s.value::<i32>("PAUSE_RC="), Some(0), "{t}");
+    assert_eq!(s.line_after("PAUSED_STATE="), Some("paused"), "{t}");
+    assert_eq!(s.value::<i32>("RESUME_RC="), Some(0), "{t}");
+    assert_eq!(s.line_after("RESUMED_STATE="), Some("running"), "{t}");
+    // The guest's clock stood still while paused: between its two uptime readings the wall
+    // clock ran the 5 s pause more than the guest did.
+    let up1: f64 = s.value("L3_UP1=").expect("uptime before");
+    let up2: f64 = s.value("L3_UP2=").expect("uptime after");
+    let wall = s
+        .time_between("L3_UP1=", "L3_UP2=")
+        .expect("both readings")
+        .as_secs_f64();
+    eprintln!(
+        "pause: guest uptime +{:.2} s over {wall:.2} s of wall clock",
+        up2 - up1
+    );
+    assert!(
+        up2 - up1 < wall - 4.0,
+        "the guest ran while paused: +{:.2} s in {wall:.2} s\n{t}",
+        up2 - up1
+    );
+    assert_eq!(
+        s.line_after("L3_ALIVE="),
+        Some("running"),
+        "carries on:\n{t}"
+    );
+    assert_eq!(s.value::<i32>("SHUTDOWN_RC="), Some(0), "{t}");
+    assert!(
+        s.contains("debian2: the control API's shutdown: pressed the power button"),
+        "{t}"
+    );
+    assert_eq!(s.value::<i32>("VM_RC="), Some(0), "{t}");
+    assert_eq!(s.line_after("FS_STATE="), Some("clean"), "{t}");
+    assert_eq!(s.value::<i32>("FSCK_RC="), Some(0), "{t}");
+    assert_unsynced_file_on_disk(s);
 }
 
 #[test]

@@ -1,10 +1,12 @@
-//! Host resources behind the VM's devices: disk images (locked) and TAP devices.
+//! Host resources behind the VM's devices: disk images (locked), TAP devices, and the
+//! console socket (`serial.mode = "socket"`).
 //!
 //! They are opened once per `ghost-vmm run`, before the first boot, and shared by every
 //! rebuild of the VM after a guest reboot: a reboot never drops a disk's lock (another VM
 //! could grab the image in between) nor recreates a TAP (the host side's addresses and bridge
-//! membership would be lost). They close when `run` returns, which removes a TAP ghost-vmm
-//! created.
+//! membership would be lost), nor the console socket (its scrollback and attached client
+//! stay). They close when `run` returns, which removes a TAP ghost-vmm created and the
+//! console socket.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use ghost_devices::virtio::block::{Block, DiskImage};
 use ghost_devices::virtio::net::{Net, NetBackend, NetError, Tap};
 use ghost_devices::virtio::VirtioDevice;
 
-use crate::config::VmConfig;
+use crate::config::{SerialMode, VmConfig};
+use crate::console::socket::SocketConsole;
 use crate::VmmError;
 
 /// The opened backends of one VM, in config order.
@@ -21,6 +24,7 @@ use crate::VmmError;
 pub(crate) struct Backends {
     disks: Vec<Arc<DiskImage>>,
     taps: Vec<Arc<Tap>>,
+    console: Option<SocketConsole>,
 }
 
 /// A device model with the name its log lines and errors use (`disk[0]`, `net[1]`).
@@ -43,8 +47,9 @@ impl NetBackend for SharedTap {
 }
 
 impl Backends {
-    /// Opens every `[[disk]]` (taking its lock) and every `[[net]]` TAP (creating it if
-    /// missing). On error, whatever was opened is closed again before returning.
+    /// Opens every `[[disk]]` (taking its lock), every `[[net]]` TAP (creating it if
+    /// missing) and, in socket mode, the console socket. On error, whatever was opened is
+    /// closed again before returning.
     pub(crate) fn open(config: &VmConfig) -> Result<Self, VmmError> {
         let disks = Self::open_disks(config)?;
         let mut taps = Vec::with_capacity(config.net.len());
@@ -55,7 +60,24 @@ impl Backends {
             }
             taps.push(Arc::new(tap));
         }
-        Ok(Self { disks, taps })
+        let console = match config.serial.mode {
+            SerialMode::Socket => Some(SocketConsole::open(
+                &config.vm.name,
+                &config.vm.console_socket_path(),
+                config.serial.path.as_deref(),
+            )?),
+            _ => None,
+        };
+        Ok(Self {
+            disks,
+            taps,
+            console,
+        })
+    }
+
+    /// The console socket, in `serial.mode = "socket"`.
+    pub(crate) fn socket_console(&self) -> Option<&SocketConsole> {
+        self.console.as_ref()
     }
 
     /// Opens and locks every `[[disk]]`, in order.

@@ -61,6 +61,7 @@ fn fixed_info(config: &VmConfig) -> VmInfo {
     let (mode, path) = match config.serial.mode {
         SerialMode::Stdio => (ConsoleMode::Stdio, None),
         SerialMode::File => (ConsoleMode::File, config.serial.path.clone()),
+        SerialMode::Socket => (ConsoleMode::Socket, Some(config.vm.console_socket_path())),
         SerialMode::Off => (ConsoleMode::Off, None),
     };
     VmInfo {

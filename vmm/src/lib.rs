@@ -26,6 +26,7 @@ mod vm;
 
 use std::path::PathBuf;
 
+pub use console::RawTerminal;
 pub use lifecycle::{Refusal, Request, RunState};
 pub use memory::{MemoryBacking, MemoryError};
 pub use vcpu::{ExitStats, VmExit};
@@ -94,6 +95,9 @@ pub enum VmmError {
     /// The console file could not be opened.
     #[error("serial.path: cannot open {0}: {1}")]
     ConsoleFile(PathBuf, #[source] std::io::Error),
+    /// The console socket (`serial.mode = "socket"`) could not be created.
+    #[error("serial.mode = \"socket\": cannot create the console socket {0}: {1}")]
+    ConsoleSocket(PathBuf, #[source] std::io::Error),
     /// A device could not be placed on a bus.
     #[error("device bus: {0}")]
     Bus(#[from] ghost_devices::BusError),
@@ -144,6 +148,7 @@ impl VmmError {
             Self::Host(_)
             | Self::GuestFile { .. }
             | Self::ConsoleFile(..)
+            | Self::ConsoleSocket(..)
             | Self::Kernel { .. }
             | Self::Initramfs { .. }
             | Self::BootParams(_)

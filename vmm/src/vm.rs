@@ -25,6 +25,7 @@ use vmm_sys_util::signal::Killable;
 
 use crate::backends::Backends;
 use crate::config::{OnReboot, SerialMode, VmConfig};
+use crate::console::socket::SocketConsoleEvents;
 use crate::console::{open_console_file, ConsoleInput, RawTerminal};
 use crate::control::ControlApi;
 use crate::interrupt::GsiRouting;
@@ -158,6 +159,7 @@ struct Vm {
     rtc: RtcTicker,
     counters: Arc<ExitCounters>,
     console_input: bool,
+    socket_console: Option<SocketConsoleEvents>,
     affinity: Option<Vec<usize>>,
     name: String,
 }
@@ -228,6 +230,10 @@ impl Vm {
             (SerialMode::File, Some(path)) => {
                 open_console_file(path).map_err(|e| VmmError::ConsoleFile(path.clone(), e))?
             }
+            (SerialMode::Socket, _) => match level.backends.socket_console() {
+                Some(console) => console.output(),
+                None => Box::new(std::io::sink()),
+            },
             _ => Box::new(std::io::sink()),
         };
         let serial = Arc::new(Mutex::new(SerialDevice::new(
@@ -240,6 +246,13 @@ impl Vm {
             u64::from(layout::COM1_PORT),
             SERIAL_PORT_LEN,
         )?;
+        let socket_console = match level.backends.socket_console() {
+            Some(console) => Some(console.events(
+                serial.clone(),
+                serial_input_ready.try_clone().map_err(VmmError::EventFd)?,
+            )),
+            None => None,
+        };
         let power = PowerToControl(control.clone());
         pio.insert(
             Arc::new(Mutex::new(AcpiPowerDevice::new(
@@ -312,6 +325,7 @@ impl Vm {
             rtc,
             counters,
             console_input: config.serial.mode == SerialMode::Stdio,
+            socket_console,
             affinity: config.vm.cpu_affinity.clone(),
             name: config.vm.name.clone(),
         })
@@ -359,6 +373,9 @@ impl Vm {
                         .map_err(VmmError::EventFd)?,
                 ))));
             }
+        }
+        if let Some(console) = self.socket_console {
+            events.add_subscriber(Arc::new(Mutex::new(console)));
         }
 
         let mut threads: Vec<JoinHandle<ExitStats>> = Vec::with_capacity(self.vcpus.len());

@@ -284,3 +284,16 @@ impl StderrNow for Child {
         stderr
     }
 }
+
+/// Echoes what arrives on COM1 forever: polls the line status register (0x3fd) until data
+/// is ready (bit 0), reads the byte from 0x3f8 and writes it back. Ignores the power button.
+pub const ECHO_FOREVER: [u8; 17] = [
+    0x66, 0xba, 0xfd, 0x03, // poll: mov dx, 0x3fd
+    0xec, // in al, dx
+    0xa8, 0x01, // test al, 1
+    0x74, 0xf7, // jz poll
+    0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0xec, // in al, dx
+    0xee, // out dx, al
+    0xeb, 0xef, // jmp poll
+];

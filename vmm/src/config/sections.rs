@@ -3,7 +3,7 @@
 //! The keys and their defaults are the user-facing contract in `docs/config.md`.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -86,6 +86,24 @@ impl VmSection {
             PathBuf::from(CONTROL_SOCKET_DIR).join(format!("{}.sock", self.name))
         })
     }
+
+    /// The console socket's path (`serial.mode = "socket"`): next to the control socket,
+    /// its `.sock` replaced by `.console` (`/run/ghost-vmm/NAME.console` by default).
+    pub fn console_socket_path(&self) -> PathBuf {
+        console_socket_of(&self.control_socket_path())
+    }
+}
+
+/// The console socket that goes with the control socket `control`: `.sock` replaced by
+/// `.console`, or `.console` appended when the control socket has another name.
+pub fn console_socket_of(control: &Path) -> PathBuf {
+    if control.extension().is_some_and(|e| e == "sock") {
+        control.with_extension("console")
+    } else {
+        let mut name = control.as_os_str().to_owned();
+        name.push(".console");
+        PathBuf::from(name)
+    }
 }
 
 /// What ghost-vmm does when the guest reboots (`vm.on_reboot`).
@@ -149,7 +167,8 @@ pub struct SerialConfig {
     /// Where the console goes (default `"stdio"`).
     #[serde(default)]
     pub mode: SerialMode,
-    /// The file to write to; required with, and only with, `mode = "file"`.
+    /// The file to write to: required with `mode = "file"`; with `mode = "socket"`, an
+    /// optional log that the console output is also appended to; not used otherwise.
     #[serde(default)]
     pub path: Option<PathBuf>,
 }
@@ -163,6 +182,10 @@ pub enum SerialMode {
     Stdio,
     /// `"file"`: appended to `serial.path`.
     File,
+    /// `"socket"`: a Unix socket next to the control socket (`ghost-vmm console NAME`
+    /// attaches to it), with the last 1 MiB kept for replay; also appended to
+    /// `serial.path` when set.
+    Socket,
     /// `"off"`: discarded.
     Off,
 }
@@ -172,6 +195,7 @@ impl fmt::Display for SerialMode {
         f.write_str(match self {
             Self::Stdio => "stdio",
             Self::File => "file",
+            Self::Socket => "socket",
             Self::Off => "off",
         })
     }

@@ -149,7 +149,7 @@ impl VmConfig {
                 "serial.path",
                 "required with mode = \"file\": name the file the console is written to",
             )),
-            (SerialMode::File, Some(path)) => {
+            (SerialMode::File | SerialMode::Socket, Some(path)) => {
                 if path.is_dir() {
                     return Err(ConfigError::invalid(
                         "serial.path",
@@ -168,7 +168,7 @@ impl VmConfig {
             }
             (mode, Some(_)) => Err(ConfigError::invalid(
                 "serial.path",
-                format!("only used with mode = \"file\" (mode is \"{mode}\")"),
+                format!("only used with mode = \"file\" or \"socket\" (mode is \"{mode}\")"),
             )),
             (_, None) => Ok(()),
         }

@@ -193,7 +193,7 @@ fn wrong_types_name_the_key_and_line() {
         (
             "[serial]\nmode = \"tty\"\n",
             2,
-            &["serial.mode: \"tty\" is not a valid value (expected one of stdio, file, off)"],
+            &["serial.mode: \"tty\" is not a valid value (expected one of stdio, file, socket, off)"],
         ),
         (
             "[[disk]]\npath = 42\n",

@@ -70,6 +70,10 @@ fn minimal_file_gets_the_defaults() {
         c.vm.control_socket_path(),
         Path::new("/run/ghost-vmm/test.sock")
     );
+    assert_eq!(
+        c.vm.console_socket_path(),
+        Path::new("/run/ghost-vmm/test.console")
+    );
     assert_eq!(c.memory.size, ByteSize::from_bytes(512 << 20));
     assert!(!c.memory.hugepages);
     assert_eq!(c.memory.hugepage_size, HugepageSize::Size2M);
@@ -93,6 +97,7 @@ fn every_key() {
     assert_eq!(c.vm.on_reboot, OnReboot::Exit);
     assert_eq!(c.vm.stop_timeout.duration().as_secs(), 120);
     assert_eq!(c.vm.control_socket_path(), fixture.path("ctl/ws.sock"));
+    assert_eq!(c.vm.console_socket_path(), fixture.path("ctl/ws.console"));
     assert_eq!(c.memory.size.bytes(), 16 << 30);
     assert!(c.memory.hugepages);
     assert_eq!(c.memory.hugepage_size, HugepageSize::Size1G);
@@ -142,9 +147,27 @@ fn vfio_makes_memory_prefaulted() {
 
 #[test]
 fn serial_modes() {
-    for (mode, expected) in [("stdio", SerialMode::Stdio), ("off", SerialMode::Off)] {
+    for (mode, expected) in [
+        ("stdio", SerialMode::Stdio),
+        ("socket", SerialMode::Socket),
+        ("off", SerialMode::Off),
+    ] {
         let c = load(&format!("{MINIMAL}[serial]\nmode = \"{mode}\"\n"));
         assert_eq!(c.serial.mode, expected);
+        assert_eq!(c.serial.mode.to_string(), mode);
+    }
+}
+
+#[test]
+fn the_console_socket_goes_with_the_control_socket() {
+    use crate::config::console_socket_of;
+    for (control, console) in [
+        ("/run/ghost-vmm/web.sock", "/run/ghost-vmm/web.console"),
+        ("/tmp/ctl.sock", "/tmp/ctl.console"),
+        ("/tmp/vm.ctl", "/tmp/vm.ctl.console"),
+        ("/tmp/api", "/tmp/api.console"),
+    ] {
+        assert_eq!(console_socket_of(Path::new(control)), Path::new(console));
     }
 }
 

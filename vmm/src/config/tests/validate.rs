@@ -158,7 +158,7 @@ fn serial_path_iff_file_mode() {
     assert_error(
         &e,
         8,
-        &["serial.path: only used with mode = \"file\" (mode is \"stdio\")"],
+        &["serial.path: only used with mode = \"file\" or \"socket\" (mode is \"stdio\")"],
     );
     let e = error(&with("[serial]\npath = \"console.log\"\n"));
     assert_error(&e, 7, &["serial.path: only used with mode = \"file\""]);
@@ -174,6 +174,26 @@ fn serial_path_iff_file_mode() {
     assert_error(&e, 8, &["serial.path:", "is a folder, not a file"]);
     load(&with("[serial]\nmode = \"file\"\npath = \"console.log\"\n"));
     load(&with("[serial]\nmode = \"off\"\n"));
+    let e = error(&with("[serial]\nmode = \"off\"\npath = \"console.log\"\n"));
+    assert_error(&e, 8, &["serial.path: only used with", "(mode is \"off\")"]);
+}
+
+#[test]
+fn serial_socket_mode_takes_an_optional_log_path() {
+    load(&with("[serial]\nmode = \"socket\"\n"));
+    load(&with(
+        "[serial]\nmode = \"socket\"\npath = \"console.log\"\n",
+    ));
+    let e = error(&with(
+        "[serial]\nmode = \"socket\"\npath = \"no/such/dir/console.log\"\n",
+    ));
+    assert_error(
+        &e,
+        8,
+        &["serial.path: folder", "no/such/dir does not exist"],
+    );
+    let e = error(&with("[serial]\nmode = \"socket\"\npath = \".\"\n"));
+    assert_error(&e, 8, &["serial.path:", "is a folder, not a file"]);
 }
 
 #[test]

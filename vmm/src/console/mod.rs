@@ -1,4 +1,15 @@
-//! The host side of the serial console: where output goes, and stdin fed to the guest.
+//! The host side of the serial console: where output goes, and host input fed to the guest.
+//!
+//! - stdin (`serial.mode = "stdio"`): [`ConsoleInput`], with the terminal in raw mode
+//!   ([`RawTerminal`]);
+//! - a file (`"file"`): [`open_console_file`];
+//! - a Unix socket (`"socket"`): [`socket::SocketConsole`], for `ghost-vmm console NAME`.
+//!
+//! Input from either source reaches the UART through a [`UartInput`], which never hands the
+//! UART more than its receive FIFO holds.
+
+pub(crate) mod ring;
+pub(crate) mod socket;
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -13,47 +24,54 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// Opens the console output sink for a `serial.mode = "file"` path (appending, created 0640).
 pub fn open_console_file(path: &Path) -> std::io::Result<SerialOutput> {
+    Ok(Box::new(open_console_log(path)?))
+}
+
+/// Opens a console log for appending (created 0640): `serial.path` in file and socket modes.
+pub(crate) fn open_console_log(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = OpenOptions::new()
+    OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
-        .open(path)?;
-    Ok(Box::new(f))
+        .open(path)
 }
 
-/// Feeds bytes from the VMM's stdin to the UART, never more than its FIFO takes: the rest
-/// waits until the guest drains the FIFO (`input_ready`).
-pub struct ConsoleInput {
-    input: File,
+/// Bytes from the host on their way to the guest's UART, handed over no faster than its
+/// receive FIFO takes them: what does not fit waits here until the guest drains the FIFO
+/// (the UART's `input_ready` eventfd fires, and the owner calls [`UartInput::flush`]).
+/// An owner stops reading its source while bytes wait ([`UartInput::is_idle`] is false), so
+/// the host side never buffers more than one read's worth.
+pub(crate) struct UartInput {
     serial: Arc<Mutex<SerialDevice>>,
-    input_ready: EventFd,
     pending: Vec<u8>,
-    input_open: bool,
 }
 
-impl std::fmt::Debug for ConsoleInput {
+impl std::fmt::Debug for UartInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsoleInput")
+        f.debug_struct("UartInput")
             .field("pending", &self.pending.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl ConsoleInput {
-    /// Reads from `input` (a dup of stdin) into `serial`.
-    pub fn new(input: File, serial: Arc<Mutex<SerialDevice>>, input_ready: EventFd) -> Self {
+impl UartInput {
+    pub(crate) fn new(serial: Arc<Mutex<SerialDevice>>) -> Self {
         Self {
-            input,
             serial,
-            input_ready,
             pending: Vec::new(),
-            input_open: true,
         }
     }
 
-    /// Moves pending bytes into the UART; true when everything pending was taken.
-    fn flush_pending(&mut self) -> bool {
+    /// Queues `bytes` and moves what fits into the FIFO; true when all of it was taken (the
+    /// source may be read again).
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> bool {
+        self.pending.extend_from_slice(bytes);
+        self.flush()
+    }
+
+    /// Moves waiting bytes into the FIFO; true when none are left waiting.
+    pub(crate) fn flush(&mut self) -> bool {
         if self.pending.is_empty() {
             return true;
         }
@@ -64,6 +82,32 @@ impl ConsoleInput {
             .enqueue_input(&self.pending);
         self.pending.drain(..taken);
         self.pending.is_empty()
+    }
+
+    /// True when no bytes wait for the FIFO.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Feeds bytes from the VMM's stdin to the UART through a [`UartInput`].
+#[derive(Debug)]
+pub struct ConsoleInput {
+    input: File,
+    uart: UartInput,
+    input_ready: EventFd,
+    input_open: bool,
+}
+
+impl ConsoleInput {
+    /// Reads from `input` (a dup of stdin) into `serial`.
+    pub fn new(input: File, serial: Arc<Mutex<SerialDevice>>, input_ready: EventFd) -> Self {
+        Self {
+            input,
+            uart: UartInput::new(serial),
+            input_ready,
+            input_open: true,
+        }
     }
 
     fn input_fd(&self) -> RawFd {
@@ -81,7 +125,7 @@ impl MutEventSubscriber for ConsoleInput {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         if events.fd() == self.input_ready.as_raw_fd() {
             let _ = self.input_ready.read();
-            if self.flush_pending() && self.input_open {
+            if self.uart.flush() && self.input_open {
                 // Resume reading the terminal now that the FIFO has room.
                 let _ = ops.add(Events::new(&self.input, EventSet::IN));
             }
@@ -107,16 +151,15 @@ impl MutEventSubscriber for ConsoleInput {
                 return;
             }
         };
-        self.pending.extend_from_slice(&buf[..n]);
-        if !self.flush_pending() {
+        if !self.uart.push(&buf[..n]) {
             // The FIFO is full: stop reading until the guest drains it.
             let _ = ops.remove(Events::new(&self.input, EventSet::IN));
         }
     }
 }
 
-/// Puts a terminal into character-at-a-time mode (no echo, no line editing, signals kept so
-/// Ctrl-C still stops the VMM) and restores it on drop.
+/// Puts a terminal into character-at-a-time mode (no echo, no line editing) and restores it
+/// on drop.
 #[derive(Debug)]
 pub struct RawTerminal {
     fd: RawFd,
@@ -124,8 +167,19 @@ pub struct RawTerminal {
 }
 
 impl RawTerminal {
-    /// Switches `fd` if it is a terminal; `None` otherwise.
+    /// Switches `fd` if it is a terminal; `None` otherwise. Signal keys are kept, so Ctrl-C
+    /// still stops the VMM (`ghost-vmm run` with the console on stdio).
     pub fn enter(fd: RawFd) -> Option<Self> {
+        Self::enter_with(fd, true)
+    }
+
+    /// [`enter`](Self::enter), but Ctrl-C, Ctrl-Z and Ctrl-\ are bytes like any other: for a
+    /// console client (`ghost-vmm console`), where they are meant for the guest.
+    pub fn enter_transparent(fd: RawFd) -> Option<Self> {
+        Self::enter_with(fd, false)
+    }
+
+    fn enter_with(fd: RawFd, keep_signals: bool) -> Option<Self> {
         // SAFETY: isatty only inspects the fd.
         if unsafe { libc::isatty(fd) } != 1 {
             return None;
@@ -138,6 +192,9 @@ impl RawTerminal {
         }
         let mut raw = saved;
         raw.c_lflag &= !(libc::ICANON | libc::ECHO | libc::IEXTEN);
+        if !keep_signals {
+            raw.c_lflag &= !libc::ISIG;
+        }
         raw.c_iflag &= !(libc::ICRNL | libc::IXON);
         raw.c_cc[libc::VMIN] = 1;
         raw.c_cc[libc::VTIME] = 0;

@@ -1,0 +1,340 @@
+//! `[serial] mode = "socket"` and `ghost-vmm console`, with tiny payloads on this host's KVM:
+//! the scrollback replay, typed input echoed by the guest, Ctrl-] detaching, a second
+//! console taking over, the console log, the VM's stop ending the session, and the socket
+//! outliving guest reboots.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{kvm_available, print_then, print_then_power, Fixture, ECHO_FOREVER};
+
+/// Exit status of a hard stop.
+const EXIT_STOPPED_HARD: i32 = 3;
+const PATIENCE: Duration = Duration::from_secs(30);
+const SOCKET_MODE: &str = "[serial]\nmode = \"socket\"\npath = \"console.log\"";
+
+/// A running `ghost-vmm run` in socket mode.
+struct Vm {
+    child: Child,
+}
+
+impl Vm {
+    fn start(fx: &Fixture, code: &[u8], extra_vm: &str) -> Self {
+        assert!(kvm_available(), "these tests need /dev/kvm");
+        let vm = fx.vm(code, &format!("{extra_vm}\n{SOCKET_MODE}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+            .arg("run")
+            .arg(&vm)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ghost-vmm run");
+        Self { child }
+    }
+
+    fn signal(&self, signo: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signo) }, 0, "kill");
+    }
+
+    /// Waits for the VM to exit; its status, stdout and stderr.
+    fn wait(&mut self) -> (Option<i32>, String, String) {
+        let deadline = Instant::now() + PATIENCE;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let (_, stderr) = self.outputs();
+                panic!("ghost-vmm run did not exit; stderr: {stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let (stdout, stderr) = self.outputs();
+        (code, stdout, stderr)
+    }
+
+    /// What it printed on stdout and stderr (once it has exited).
+    fn outputs(&mut self) -> (String, String) {
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut stdout);
+        }
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        (stdout, stderr)
+    }
+
+    /// Stops a guest that ignores its power button: a signal, and a second one stops hard.
+    fn stop_hard(&mut self) -> (Option<i32>, String, String) {
+        self.signal(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(300));
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `ghost-vmm console` with its stdout collected.
+struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    chunks: mpsc::Receiver<Vec<u8>>,
+    got: Vec<u8>,
+}
+
+impl Console {
+    fn attach(args: &[&Path]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+            .arg("console")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ghost-vmm console");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, chunks) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            stdin,
+            chunks,
+            got: Vec::new(),
+        }
+    }
+
+    /// Waits until the output so far satisfies `done`.
+    fn wait_until(&mut self, what: &str, done: impl Fn(&[u8]) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(&self.got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.chunks.recv_timeout(left) {
+                Ok(chunk) => self.got.extend_from_slice(&chunk),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let (_, stderr) = self.finish();
+                    panic!(
+                        "the console never showed {what}; it showed {:?}; stderr: {stderr}",
+                        String::from_utf8_lossy(&self.got)
+                    );
+                }
+            }
+        }
+    }
+
+    fn expect(&mut self, text: &str) {
+        self.wait_until(&format!("{text:?}"), |g| {
+            String::from_utf8_lossy(g).contains(text)
+        });
+    }
+
+    fn type_bytes(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin.write_all(bytes).expect("type");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for the console to exit; its status and stderr.
+    fn finish(&mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        // Whatever it printed last.
+        while let Ok(chunk) = self.chunks.recv_timeout(Duration::from_millis(200)) {
+            self.got.extend_from_slice(&chunk);
+        }
+        (status, stderr)
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.got).into_owned()
+    }
+}
+
+fn wait_for_file(path: &Path, contents: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(path).is_ok_and(|t| t.contains(contents)) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {contents:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const BANNER: &str = "Connected to ctl.\r\nEscape character is ^].\r\n";
+
+#[test]
+fn console_replays_echoes_input_detaches_and_is_taken_over() {
+    let fx = Fixture::new();
+    let mut vm = Vm::start(&fx, &print_then("CONSOLE-HELLO\n", &ECHO_FOREVER), "");
+    let log = fx.path("console.log");
+    let socket: PathBuf = fx.path("ctl.console");
+    // The guest has printed before anyone attached: the line comes from the scrollback.
+    wait_for_file(&log, "CONSOLE-HELLO\n");
+    let mode = std::fs::metadata(&socket)
+        .expect("console socket")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    let mut first = Console::attach(&[Path::new("--socket"), &socket]);
+    first.expect("CONSOLE-HELLO\n");
+    // Typed input reaches the guest's UART, which echoes it.
+    first.type_bytes(b"e");
+    first.expect("CONSOLE-HELLO\ne");
+    // Ctrl-] detaches.
+    first.type_bytes(&[0x1d]);
+    let (code, stderr) = first.finish();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(stderr.starts_with(BANNER), "stderr: {stderr:?}");
+    assert!(stderr.contains("Detached from ctl."), "stderr: {stderr:?}");
+    assert_eq!(first.output(), "CONSOLE-HELLO\ne");
+
+    // Attaching again (by path this time) replays everything, the echo included.
+    let mut second = Console::attach(&[&socket]);
+    second.expect("CONSOLE-HELLO\ne");
+    second.type_bytes(b"Z");
+    second.expect("CONSOLE-HELLO\neZ");
+
+    // A third console takes over: the second is told and ends by itself.
+    let mut third = Console::attach(&[Path::new("--socket"), &socket]);
+    third.expect("CONSOLE-HELLO\neZ");
+    let (code, stderr) = second.finish();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(
+        second
+            .output()
+            .contains("[ghost-vmm: another console attached]"),
+        "{:?}",
+        second.output()
+    );
+    assert!(
+        stderr.contains("Connection to ctl closed."),
+        "stderr: {stderr:?}"
+    );
+    third.type_bytes(b"3");
+    third.expect("CONSOLE-HELLO\neZ3");
+
+    // The log has it all, and the VM's own stdout nothing.
+    wait_for_file(&log, "CONSOLE-HELLO\neZ3");
+
+    // The guest ignores its power button; the second signal stops it hard. The attached
+    // console is told and ends.
+    let (code, stdout, stderr) = vm.stop_hard();
+    assert_eq!(code, Some(EXIT_STOPPED_HARD), "stderr: {stderr}");
+    assert_eq!(stdout, "");
+    let (code, stderr) = third.finish();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(
+        third
+            .output()
+            .ends_with("[ghost-vmm: the VM has stopped]\r\n"),
+        "{:?}",
+        third.output()
+    );
+    assert!(
+        stderr.contains("Connection to ctl closed."),
+        "stderr: {stderr:?}"
+    );
+    assert!(!socket.exists(), "the console socket outlived the VM");
+
+    // Now there is nothing to attach to.
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+        .arg("console")
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "ghost-vmm: error: no VM named ctl is running (no console socket at {})",
+            socket.display()
+        )
+    );
+}
+
+#[test]
+fn the_console_stays_attached_across_guest_reboots() {
+    let fx = Fixture::new();
+    // Prints, then resets: the VM is rebuilt and boots again, over and over.
+    let mut vm = Vm::start(&fx, &print_then_power("BOOTED\n", 0x01), "");
+    let socket = fx.path("ctl.console");
+    wait_for_file(&fx.path("console.log"), "BOOTED\n");
+    let mut console = Console::attach(&[Path::new("--socket"), &socket]);
+    console.expect("BOOTED\n");
+    let boots = |g: &[u8]| String::from_utf8_lossy(g).matches("BOOTED\n").count();
+    let seen = boots(&console.got);
+    console.wait_until("two more boots", |g| boots(g) >= seen + 2);
+    // A stop during the reboot loop: the next reset ends the run (hard, status 3).
+    vm.signal(libc::SIGTERM);
+    let (code, _, stderr) = vm.wait();
+    assert_eq!(code, Some(EXIT_STOPPED_HARD), "stderr: {stderr}");
+    let (code, stderr) = console.finish();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(console.output().contains("[ghost-vmm: the VM has stopped]"));
+}
+
+#[test]
+fn a_vm_that_is_not_running_has_no_console() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+        .args(["console", "no-such-vm-3f1e"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "ghost-vmm: error: no VM named no-such-vm-3f1e is running (no console socket at /run/ghost-vmm/no-such-vm-3f1e.console)"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+        .args(["console"])
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(2));
+}
