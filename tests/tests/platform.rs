@@ -17,6 +17,11 @@
 //!   `hwclock` read the host's UTC time (compared with L2's clock on the spot), a time
 //!   written with `hwclock --systohc` reads back and keeps running, and an alarm set through
 //!   `wakealarm` raises IRQ 8.
+//! - `console-api`: a headless VM (`[serial] mode = "socket"`, mirrored to a log file) whose
+//!   guest answers lines on its console: `ghost-vmm console` replays what it printed before
+//!   anyone attached, carries a typed line to the guest and its answer back, detaches on
+//!   Ctrl-]; a second attach replays both. `ghost-vmm reboot` boots the guest again (the log
+//!   shows two boots), `ghost-vmm stop` stops it hard (exit 3) and the sockets are gone.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -130,6 +135,37 @@ vm_wait rtc 60
 echo "GHOST_RC=$?"
 "#;
 
+/// Guest: answers each line on its console.
+const ECHO_GUEST: &str = r#"
+echo CONSOLE-GUEST-READY
+while read -r line; do echo "GUEST-GOT:$line"; done
+"#;
+
+const CONSOLE_L2: &str = r#"
+vm_start cvm $GHOST_VMM run /ghost/vm/cvm.toml
+wait_for_line /tmp/cvm.console.log CONSOLE-GUEST-READY 120 || { vm_kill cvm; exit 1; }
+[ -S /run/ghost-vmm/cvm.console ] && echo CONSOLE_SOCKET=yes
+# Attach: the replay, then a line typed to the guest and its answer, then Ctrl-] (0x1d).
+(sleep 1; printf 'hello-from-l2\n'; sleep 2; printf '\035') | $GHOST_VMM console cvm >/tmp/c1.out 2>/tmp/c1.err
+echo "ATTACH1_RC=$?"
+sed 's/^/C1: /' /tmp/c1.out; sed 's/^/C1ERR: /' /tmp/c1.err
+(sleep 1; printf '\035') | $GHOST_VMM console cvm >/tmp/c2.out 2>/dev/null
+echo "ATTACH2_RC=$?"
+sed 's/^/C2: /' /tmp/c2.out
+$GHOST_VMM status cvm | sed -n 's/^console: */STATUS_CONSOLE=/p'
+$GHOST_VMM reboot cvm; echo "REBOOT_RC=$?"
+n=0
+until [ "$(grep -c CONSOLE-GUEST-READY /tmp/cvm.console.log)" -ge 2 ]; do
+    n=$((n + 1)); [ $n -ge 1200 ] && { echo NO_SECOND_BOOT; vm_kill cvm; exit 1; }
+    sleep 0.1
+done
+echo "BOOTS=$(grep -c CONSOLE-GUEST-READY /tmp/cvm.console.log)"
+$GHOST_VMM stop cvm; echo "STOP_RC=$?"
+vm_wait cvm 60
+echo "GHOST_RC=$?"
+[ -e /run/ghost-vmm/cvm.sock ] || [ -e /run/ghost-vmm/cvm.console ] && echo SOCKETS_AFTER=present || echo SOCKETS_AFTER=gone
+"#;
+
 fn run() -> &'static RunReport {
     static RUN: OnceLock<RunReport> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -146,6 +182,17 @@ fn run() -> &'static RunReport {
                 GuestInitramfs::new(IGNORE_GUEST).modules(ghost_tests::testhost::VIRTIO_MODULES),
             )
             .guest("rtc", GuestInitramfs::new(RTC_GUEST))
+            .guest("echo", GuestInitramfs::new(ECHO_GUEST))
+            .file(
+                "/ghost/vm/cvm.toml",
+                vm_toml(
+                    "cvm",
+                    "echo",
+                    "[serial]\nmode = \"socket\"\npath = \"/tmp/cvm.console.log\"",
+                    "",
+                ),
+                0o644,
+            )
             .file("/ghost/vm/pb.toml", vm_toml("pb", "button", "", ""), 0o644)
             .file("/ghost/vm/rtc.toml", vm_toml("rtc", "rtc", "", ""), 0o644)
             .file(
@@ -172,6 +219,7 @@ fn run() -> &'static RunReport {
                 Scenario::new("power-button", BUTTON_L2).timeout(Duration::from_secs(200)),
                 Scenario::new("ignores-button", IGNORE_L2).timeout(Duration::from_secs(200)),
                 Scenario::new("rtc", RTC_L2).timeout(Duration::from_secs(200)),
+                Scenario::new("console-api", CONSOLE_L2).timeout(Duration::from_secs(300)),
             ])
             .expect("the test host boots")
     })
@@ -282,4 +330,43 @@ fn the_guests_rtc_reads_the_hosts_time_and_keeps_what_it_is_set_to() {
         "the alarm raised IRQ 8 ({before} -> {after})\n{t}"
     );
     assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
+}
+
+#[test]
+fn console_attach_detach_with_scrollback_reboot_and_stop_through_the_cli() {
+    let s = scenario("console-api");
+    let t = s.transcript();
+    s.assert_success();
+    assert_eq!(s.line_after("CONSOLE_SOCKET="), Some("yes"), "{t}");
+    assert_eq!(s.value::<i32>("ATTACH1_RC="), Some(0), "{t}");
+    assert!(s.contains("C1: CONSOLE-GUEST-READY"), "the replay:\n{t}");
+    assert!(
+        s.contains("C1: GUEST-GOT:hello-from-l2"),
+        "typed and answered:\n{t}"
+    );
+    assert!(s.contains("C1ERR: Escape character is ^]."), "{t}");
+    assert!(s.contains("C1ERR: Detached from cvm."), "{t}");
+    assert_eq!(s.value::<i32>("ATTACH2_RC="), Some(0), "{t}");
+    assert!(
+        s.contains("C2: CONSOLE-GUEST-READY"),
+        "replayed again:\n{t}"
+    );
+    assert!(
+        s.contains("C2: GUEST-GOT:hello-from-l2"),
+        "replayed again:\n{t}"
+    );
+    assert!(
+        s.line_after("STATUS_CONSOLE=")
+            .is_some_and(|c| c.starts_with("socket") && c.contains("/run/ghost-vmm/cvm.console")),
+        "{t}"
+    );
+    assert_eq!(s.value::<i32>("REBOOT_RC="), Some(0), "{t}");
+    assert_eq!(s.value::<u32>("BOOTS="), Some(2), "{t}");
+    assert_eq!(s.value::<i32>("STOP_RC="), Some(0), "{t}");
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(3), "{t}");
+    assert!(
+        s.contains("cvm: stopped hard: the control API asked for a stop"),
+        "{t}"
+    );
+    assert_eq!(s.line_after("SOCKETS_AFTER="), Some("gone"), "{t}");
 }

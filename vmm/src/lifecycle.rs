@@ -217,8 +217,16 @@ impl RunControl {
 }
 
 impl Drop for RunControl {
+    /// The stop signals get their default action back: once the VM is gone (its teardown
+    /// may still be giving devices back), a SIGTERM or Ctrl-C ends the process again.
     fn drop(&mut self) {
         SIGNAL_FD.store(-1, Ordering::SeqCst);
+        for sig in stop_signals() {
+            // SAFETY: resetting a signal's disposition to SIG_DFL touches no memory of ours.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
     }
 }
 
