@@ -37,10 +37,23 @@ pub use types::{
     Action, ConsoleInfo, ConsoleMode, DeviceInfo, ErrorBody, ExitCounters, VmInfo, VmState,
 };
 
-/// Where control sockets live by default: `/run/ghost-vmm/NAME.sock`.
+/// Where root's VMs keep their control sockets: `/run/ghost-vmm/NAME.sock`.
 pub const DEFAULT_SOCKET_DIR: &str = "/run/ghost-vmm";
 
-/// The default control socket of the VM called `name` (`vm.control_socket`'s default).
+/// The folder of this user's control sockets: [`DEFAULT_SOCKET_DIR`] for root, and for
+/// anyone else (who cannot write `/run`) `$XDG_RUNTIME_DIR/ghost-vmm` when that is set (as
+/// systemd sets it for a login session, `/run/user/UID`).
+pub fn socket_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !root && !dir.is_empty() => PathBuf::from(dir).join("ghost-vmm"),
+        _ => PathBuf::from(DEFAULT_SOCKET_DIR),
+    }
+}
+
+/// The default control socket of the VM called `name` (`vm.control_socket`'s default):
+/// `NAME.sock` in [`socket_dir`].
 pub fn default_socket_path(name: &str) -> PathBuf {
-    PathBuf::from(DEFAULT_SOCKET_DIR).join(format!("{name}.sock"))
+    socket_dir().join(format!("{name}.sock"))
 }

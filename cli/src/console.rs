@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ghost_vmm::config::{console_socket_of, CONTROL_SOCKET_DIR};
+use ghost_vmm::config::console_socket_of;
 use ghost_vmm::RawTerminal;
 
 use crate::{EXIT_BAD_INPUT, EXIT_VM_FAILED};
@@ -19,7 +19,7 @@ use crate::{EXIT_BAD_INPUT, EXIT_VM_FAILED};
 /// `ghost-vmm console`.
 #[derive(Debug, clap::Args)]
 pub struct ConsoleArgs {
-    /// The VM's name (its console socket is /run/ghost-vmm/NAME.console), or the path of a
+    /// The VM's name (its console socket is NAME.console beside its control socket), or the path of a
     /// `.console` socket
     #[arg(required_unless_present = "socket", conflicts_with = "socket")]
     vm: Option<String>,
@@ -58,7 +58,7 @@ impl Target {
     }
 
     fn from_name(name: &str) -> Self {
-        let control = Path::new(CONTROL_SOCKET_DIR).join(format!("{name}.sock"));
+        let control = ghost_api::default_socket_path(name);
         Self {
             name: name.to_owned(),
             socket: console_socket_of(&control),
@@ -325,7 +325,7 @@ mod tests {
             Target::parse(&["web"]),
             Some(Target {
                 name: "web".into(),
-                socket: PathBuf::from("/run/ghost-vmm/web.console"),
+                socket: ghost_api::socket_dir().join("web.console"),
             })
         );
     }

@@ -1,5 +1,6 @@
 //! `ghost-vmm list | status | shutdown | stop | reboot | pause | resume`: the control API's
-//! client side. A VM is named by its `vm.name` (its socket is `/run/ghost-vmm/NAME.sock`) or
+//! client side. A VM is named by its `vm.name` (its socket is `/run/ghost-vmm/NAME.sock`, or
+//! `$XDG_RUNTIME_DIR/ghost-vmm/NAME.sock` for a user other than root) or
 //! by the path of its control socket (anything with a `/`, or ending in `.sock`).
 //!
 //! Exit status: 0 done, 2 no such VM (or bad usage), 1 the VM refused or failed.
@@ -9,9 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ghost_api::{
-    list_vms, Action, ApiClient, ClientError, DeviceInfo, VmInfo, VmState, DEFAULT_SOCKET_DIR,
-};
+use ghost_api::{list_vms, Action, ApiClient, ClientError, DeviceInfo, VmInfo, VmState};
 
 use crate::{EXIT_BAD_INPUT, EXIT_VM_FAILED};
 
@@ -25,9 +24,10 @@ pub struct VmArg {
 /// `ghost-vmm list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Look for control sockets in DIR
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
-    dir: PathBuf,
+    /// Look for control sockets in DIR (default: /run/ghost-vmm; for a user other than root,
+    /// $XDG_RUNTIME_DIR/ghost-vmm)
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
     /// Print JSON (one array of `GET /vm` answers)
     #[arg(long)]
     json: bool,
@@ -95,10 +95,11 @@ impl VmArg {
 
 /// `ghost-vmm list`: one line per VM on this host.
 pub fn list(args: &ListArgs) -> ExitCode {
-    let vms = match list_vms(&args.dir) {
+    let dir = args.dir.clone().unwrap_or_else(ghost_api::socket_dir);
+    let vms = match list_vms(&dir) {
         Ok(vms) => vms,
         Err(e) => {
-            eprintln!("ghost-vmm: error: {}: {e}", args.dir.display());
+            eprintln!("ghost-vmm: error: {}: {e}", dir.display());
             return ExitCode::from(EXIT_VM_FAILED);
         }
     };
@@ -263,7 +264,10 @@ mod tests {
     #[test]
     fn names_and_paths_pick_the_socket() {
         let vm = |s: &str| VmArg { vm: s.into() };
-        assert_eq!(vm("forge").socket(), Path::new("/run/ghost-vmm/forge.sock"));
+        assert_eq!(
+            vm("forge").socket(),
+            ghost_api::socket_dir().join("forge.sock")
+        );
         assert_eq!(vm("./ctl.sock").socket(), Path::new("./ctl.sock"));
         assert_eq!(vm("/tmp/x/ctl").socket(), Path::new("/tmp/x/ctl"));
         assert_eq!(vm("ctl.sock").socket(), Path::new("ctl.sock"));

@@ -29,8 +29,8 @@ pub use mac::MacAddr;
 pub use pci::PciAddress;
 pub use sections::{
     console_socket_of, BootConfig, DiskConfig, MemoryConfig, NetConfig, OnReboot, SerialConfig,
-    SerialMode, VfioConfig, VmConfig, VmSection, CONTROL_SOCKET_DIR, DEFAULT_CMDLINE,
-    DEFAULT_MEMORY_MIB, DEFAULT_STOP_TIMEOUT, VCPUS_RANGE,
+    SerialMode, VfioConfig, VmConfig, VmSection, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB,
+    DEFAULT_STOP_TIMEOUT, VCPUS_RANGE,
 };
 pub use size::{ByteSize, HugepageSize};
 pub use validate::{MAX_CMDLINE_LEN, MAX_NAME_LEN, MIN_MEMORY_MIB};

@@ -70,8 +70,6 @@ pub struct VmSection {
     pub control_socket: Option<PathBuf>,
 }
 
-/// The folder of the VMs' control sockets, where `ghost-vmm list` looks.
-pub const CONTROL_SOCKET_DIR: &str = "/run/ghost-vmm";
 /// `vm.stop_timeout` when the file does not say.
 pub const DEFAULT_STOP_TIMEOUT: TimeSpan = TimeSpan::from_secs(90);
 
@@ -80,11 +78,12 @@ fn default_stop_timeout() -> TimeSpan {
 }
 
 impl VmSection {
-    /// The control socket's path: `control_socket`, or `/run/ghost-vmm/NAME.sock`.
+    /// The control socket's path: `control_socket`, or `NAME.sock` in the user's socket
+    /// folder (`/run/ghost-vmm` for root: [`ghost_api::socket_dir`]).
     pub fn control_socket_path(&self) -> PathBuf {
-        self.control_socket.clone().unwrap_or_else(|| {
-            PathBuf::from(CONTROL_SOCKET_DIR).join(format!("{}.sock", self.name))
-        })
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| ghost_api::default_socket_path(&self.name))
     }
 
     /// The console socket's path (`serial.mode = "socket"`): next to the control socket,

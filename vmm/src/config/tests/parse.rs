@@ -68,11 +68,11 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(c.vm.control_socket, None);
     assert_eq!(
         c.vm.control_socket_path(),
-        Path::new("/run/ghost-vmm/test.sock")
+        ghost_api::socket_dir().join("test.sock")
     );
     assert_eq!(
         c.vm.console_socket_path(),
-        Path::new("/run/ghost-vmm/test.console")
+        ghost_api::socket_dir().join("test.console")
     );
     assert_eq!(c.memory.size, ByteSize::from_bytes(512 << 20));
     assert!(!c.memory.hugepages);
