@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 /// Which direction is good for a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,24 @@ pub const FIGURES: &[Figure] = &[
     ),
     ghost_only("timer_ms", "boot timer: guest's own milestone (init)", "ms"),
     ghost_only("boot_exits", "exits to the VMM until init", "exits"),
+    fig(
+        "debian_boot_s",
+        "boot: Debian 12 (systemd), VMM start to multi-user (GHOST-READY)",
+        "s",
+        Better::Lower,
+    ),
+    fig(
+        "debian_uptime_s",
+        "boot: Debian 12, guest's own uptime at GHOST-READY",
+        "s",
+        Better::Lower,
+    ),
+    fig(
+        "debian_stop_s",
+        "stop: Debian 12, stop request (ACPI power button) to VMM exit",
+        "s",
+        Better::Lower,
+    ),
     fig(
         "rss_overhead_mib",
         "memory: VMM RSS beyond guest RAM (idle)",
@@ -285,6 +304,25 @@ pub fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Where a run of `date` writes its results in `dir`: `<date>.md`, or, when an earlier run of
+/// the same day is there, the first free of `<date>-2.md`, `<date>-3.md`, ... (a results
+/// file is never overwritten).
+pub fn results_path(dir: &Path, date: &str) -> PathBuf {
+    let mut n = 1;
+    loop {
+        let name = if n == 1 {
+            format!("{date}.md")
+        } else {
+            format!("{date}-{n}.md")
+        };
+        let path = dir.join(name);
+        if !path.exists() {
+            return path;
+        }
+        n += 1;
+    }
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -374,6 +412,25 @@ mod tests {
             "ghost-only"
         );
         assert!(!missing.contains(&("ghost-vmm".into(), "boot_ms")));
+    }
+
+    #[test]
+    fn a_second_run_of_the_day_gets_a_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = results_path(dir.path(), "2026-12-02");
+        assert_eq!(first, dir.path().join("2026-12-02.md"));
+        std::fs::write(&first, "1").unwrap();
+        let second = results_path(dir.path(), "2026-12-02");
+        assert_eq!(second, dir.path().join("2026-12-02-2.md"));
+        std::fs::write(&second, "2").unwrap();
+        assert_eq!(
+            results_path(dir.path(), "2026-12-02"),
+            dir.path().join("2026-12-02-3.md")
+        );
+        assert_eq!(
+            results_path(dir.path(), "2026-12-03"),
+            dir.path().join("2026-12-03.md")
+        );
     }
 
     #[test]

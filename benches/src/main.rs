@@ -1,7 +1,8 @@
 //! `ghost-bench`: ghost-vmm and QEMU side by side, in one nested test-host run.
 //!
 //! ```text
-//! cargo run --release -p ghost-benches --bin ghost-bench -- [--runs N] [--quick] [--out DIR]
+//! cargo run --release -p ghost-benches --bin ghost-bench -- [--runs N] [--debian-runs N]
+//!     [--quick] [--out DIR] [--cloud-hypervisor BINARY]
 //! ```
 //!
 //! Each run boots the same L3 guest (Debian's cloud kernel, 1 vCPU, 256 MiB, a 128 MiB raw
@@ -9,29 +10,36 @@
 //! and exit times, the VMM's memory beyond guest RAM at idle, block and TCP throughput, the
 //! cost of one PIO and one MMIO exit, then passthrough (edu's BAR read, the interrupt round
 //! trip: nvme admin commands completed by MSI-X, nvme QD1 reads) with both devices given to
-//! each VMM in turn. The VMMs alternate within a run, so drift on the shared machine hits
-//! both alike, and the one that goes first rotates from run to run
+//! each VMM in turn, then a real distribution: the Debian 12 systemd image of
+//! `tests/testhost/debian-image.sh` (2 vCPUs, 1 GiB, root on virtio-blk, its own kernel and
+//! initramfs) booted to multi-user (`GHOST-READY`) and stopped by its ACPI power button
+//! (ghost-vmm: SIGTERM; QEMU: QMP `system_powerdown`), each boot on its own pristine copy of
+//! the image (L2's `/dev/vda`, `/dev/vdb`, ...). The VMMs alternate within a run, so drift on
+//! the shared machine hits both alike, and the one that goes first rotates from run to run
 //! ([`ghost_benches::run_order`]), so no VMM always has the first slot. A scenario whose
 //! guest did not finish is reported and run once more; a test host that dies is booted again
 //! for what is left. The table of medians and ratios is printed and written to `DIR/<date>.md`
-//! (default `benches/results`; with `--quick`, `target/bench-results`).
+//! (`<date>-2.md`, ... for a later run of the same day; default `benches/results`; with
+//! `--quick`, `target/bench-results`).
 //!
 //! `--cloud-hypervisor BINARY` adds a column for a Cloud Hypervisor the user built (PVH boot of
 //! the same kernel's vmlinux, same devices); like microvm's, its figures are for reference.
 //!
-//! `--quick` (CI) takes one run with smaller workloads: it proves the harness and both VMMs
-//! still produce every figure, without judging them. Exit status: 0 with every figure
-//! present, 1 otherwise, 2 for bad usage.
+//! `--quick` (CI) takes one run with smaller workloads, and boots the Debian image under the
+//! two required VMMs only (ghost-vmm and QEMU q35): it proves the harness and both VMMs still
+//! produce every figure, without judging them. Exit status: 0 with every figure present, 1
+//! otherwise, 2 for bad usage.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ghost_benches::{figure, run_order, today, Samples, FIGURES};
+use ghost_benches::{figure, results_path, run_order, today, Samples, FIGURES};
 use ghost_tests::guest_tools::{build_static, vm_file};
 use ghost_tests::testhost::{
-    workspace_root, GuestInitramfs, Outcome, RunReport, Scenario, ScenarioResult, TestHost,
+    workspace_root, DebianImage, GuestInitramfs, Outcome, RunReport, Scenario, ScenarioResult,
+    TestHost, DEBIAN_READY, DEBIAN_SHELL_READY, L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ,
     VIRTIO_MODULES,
 };
 
@@ -47,11 +55,25 @@ const BOOT_TIMER_PORT: &str = "0x440";
 /// Guest RAM of every benchmark VM, in KiB (what the memory figure subtracts).
 const GUEST_RAM_KIB: u64 = 256 * 1024;
 const USAGE: &str =
-    "usage: ghost-bench [--runs N] [--quick] [--out DIR] [--cloud-hypervisor BINARY]";
+    "usage: ghost-bench [--runs N] [--debian-runs N] [--quick] [--out DIR] [--cloud-hypervisor BINARY]";
 /// Where a Cloud Hypervisor binary given with `--cloud-hypervisor` goes in L2.
 const L2_CLOUD_HYPERVISOR: &str = "/usr/bin/cloud-hypervisor";
 /// The same kernel as an ELF vmlinux (Cloud Hypervisor boots PVH ELF kernels only).
 const VMLINUX: &str = "/ghost/kernel/cloud/vmlinux";
+/// The Debian guest's command line. The guest sees its disk as `/dev/vda` whatever L2 calls
+/// it.
+const DEBIAN_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet panic=-1";
+/// Where a VMM command of the Debian guest names its disk: L2's device (`vda`, `vdb`, ...).
+const DISK: &str = "@DISK@";
+/// The line the Debian image prints at multi-user (`GHOST-READY uptime=<seconds>`).
+const READY_LINE: &str = "GHOST-READY uptime=";
+/// Printed (whole) by the Debian guest's shell once systemd is idle; see `debian_l2`.
+const SETTLED: &str = "BENCH-SETTLED=";
+/// Debian boots one test host can hold: each needs its own copy of the image, a virtio disk of
+/// L1 (whose PCI bus 0 has about 26 free slots; L2 names them `vda` to `vdz`).
+const MAX_DEBIAN_BOOTS: usize = 20;
+/// The Debian figures, taken only of VMMs with a [`Vmm::debian`].
+const DEBIAN_FIGURES: &[&str] = &["debian_boot_s", "debian_uptime_s", "debian_stop_s"];
 
 /// How much each workload does.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +107,9 @@ const QUICK: Sizes = Sizes {
 #[derive(Debug)]
 struct Options {
     runs: usize,
+    /// Runs (the first ones) that boot the Debian image too; default all, as many as
+    /// [`MAX_DEBIAN_BOOTS`] allows.
+    debian_runs: Option<usize>,
     quick: bool,
     out: PathBuf,
     /// A Cloud Hypervisor binary the user built: adds a reference column.
@@ -93,6 +118,7 @@ struct Options {
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut runs = None;
+    let mut debian_runs = None;
     let mut quick = false;
     let mut out = None;
     let mut cloud_hypervisor = None;
@@ -107,6 +133,15 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                         .ok()
                         .filter(|n| (1..=50).contains(n))
                         .ok_or_else(|| format!("--runs {n}: give 1 to 50"))?,
+                );
+            }
+            "--debian-runs" => {
+                let n = it.next().ok_or("--debian-runs needs a number")?;
+                debian_runs = Some(
+                    n.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=50).contains(n))
+                        .ok_or_else(|| format!("--debian-runs {n}: give 1 to 50"))?,
                 );
             }
             "--out" => out = Some(PathBuf::from(it.next().ok_or("--out needs a folder")?)),
@@ -127,6 +162,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     let root = workspace_root();
     Ok(Options {
         runs: runs.unwrap_or(if quick { 1 } else { 5 }),
+        debian_runs,
         quick,
         out: out.unwrap_or_else(|| {
             if quick {
@@ -152,7 +188,29 @@ struct Vmm {
     /// Whether the guest reaches config space through 0xCF8/0xCFC (not so on microvm, whose
     /// PCIe host is ECAM only): the PIO figure is taken only where it is PIO.
     config_pio: bool,
+    /// How it boots the Debian image and stops it; `None` where that is not measured.
+    debian: Option<DebianCmds>,
 }
+
+/// A VMM's commands for the Debian guest, as L2 shell text.
+struct DebianCmds {
+    /// The VMM's command line, with [`DISK`] for L2's disk (`vdb`).
+    start: String,
+    /// Asks VM `$vm` to stop (presses its power button); returns at once.
+    stop: &'static str,
+    /// Runs once the VMM has exited (collects what the stop request printed).
+    after: &'static str,
+}
+
+/// ghost-vmm's stop request: SIGTERM presses the guest's ACPI power button.
+const GHOST_STOP: &str = r#"kill -TERM "$(cat "$GHOST_VM_DIR/$vm.pid")""#;
+/// QEMU's: QMP `system_powerdown` (the guest's ACPI power button). Busybox's `nc` has no unix
+/// sockets, so QMP listens on L2's loopback; the connection is held open while QEMU answers.
+const QMP_STOP: &str = r#"(printf '{"execute":"qmp_capabilities"}\n{"execute":"system_powerdown"}\n'; sleep 2) \
+    | nc 127.0.0.1 4444 >/tmp/qmp.out 2>&1 &
+qmp=$!"#;
+const QMP_AFTER: &str = r#"wait $qmp
+echo "QMP_SAID=$(tr '\n' ' ' </tmp/qmp.out)""#;
 
 fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
     // QEMU as lean as it is configured for this job: no default devices, no VGA, modern-only
@@ -170,6 +228,21 @@ fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
                   -netdev tap,id=n0,ifname=tapb,script=no,downscript=no,vhost=off \
                   -device virtio-net-pci,netdev=n0,disable-legacy=on";
     let vfio = format!("-device vfio-pci,host={EDU} -device vfio-pci,host={NVME}");
+    // The Debian image: the same vCPUs, RAM and disk as ghost-vmm's VM file, a QMP socket to
+    // press the power button.
+    let qemu_debian = |machine: &str| DebianCmds {
+        start: format!(
+            "$QEMU -accel kvm -machine {machine} -cpu host -smp 2 -m 1024 -nodefaults \
+             -no-user-config -display none -serial stdio -no-reboot \
+             -kernel $GHOST_DEBIAN_KERNEL -initrd $GHOST_DEBIAN_INITRD \
+             -append \"{DEBIAN_CMDLINE}\" \
+             -drive file=/dev/{DISK},if=none,id=d0,format=raw \
+             -device virtio-blk-pci,drive=d0,disable-legacy=on \
+             -qmp tcp:127.0.0.1:4444,server=on,wait=off"
+        ),
+        stop: QMP_STOP,
+        after: QMP_AFTER,
+    };
     let mut vmms = vec![
         Vmm {
             label: "ghost-vmm",
@@ -178,6 +251,11 @@ fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             passthrough: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/pt.toml".into(),
             required: true,
             config_pio: true,
+            debian: Some(DebianCmds {
+                start: format!("env GHOST_LOG=info $GHOST_VMM run /ghost/vm/debian-{DISK}.toml"),
+                stop: GHOST_STOP,
+                after: "",
+            }),
         },
         Vmm {
             label: "QEMU q35",
@@ -186,6 +264,7 @@ fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             passthrough: qemu("q35", "pt", &vfio),
             required: true,
             config_pio: true,
+            debian: Some(qemu_debian("q35")),
         },
         // microvm with a PCIe host (GPEX, ECAM only) so that the same virtio-pci and vfio-pci
         // devices plug in; SeaBIOS's microvm build as firmware.
@@ -196,6 +275,7 @@ fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             passthrough: qemu("microvm,pcie=on", "pt", &vfio),
             required: false,
             config_pio: false,
+            debian: Some(qemu_debian("microvm,pcie=on")),
         },
     ];
     if cloud_hypervisor {
@@ -220,6 +300,8 @@ fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             ),
             required: false,
             config_pio: true,
+            // The image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF kernels only.
+            debian: None,
         });
     }
     vmms
@@ -356,10 +438,50 @@ $GHOST_VMM vfio unbind {NVME} >/dev/null
     )
 }
 
+/// L2 side of the Debian guest under `cmds`, as VM `name`, on L2's disk `disk` (`vdb`): boot to
+/// multi-user, wait for systemd to be idle, press the power button, wait for the VMM to exit.
+fn debian_l2(name: &str, disk: &str, cmds: &DebianCmds) -> String {
+    let start = cmds.start.replace(DISK, disk);
+    let (stop, after) = (cmds.stop, cmds.after);
+    format!(
+        r#"vm={name}
+[ -b /dev/{disk} ] || {{ echo "NO_DISK /dev/{disk}"; exit 1; }}
+ghost_mark start
+vm_start $vm {start}
+vm_wait_for $vm "{READY_LINE}" 300 || {{ vm_kill $vm; exit 1; }}
+vm_wait_for $vm {DEBIAN_SHELL_READY} 120 || {{ vm_kill $vm; exit 1; }}
+# Stop a settled guest: once systemd says its boot is over (running, or degraded). The console
+# echoes what is typed, with the marker split by quotes; only what echo prints has it whole.
+vm_send $vm 'echo "BENCH-SETTLED""=$(systemctl is-system-running --wait)"'
+vm_wait_for $vm {SETTLED} 180 || {{ vm_kill $vm; exit 1; }}
+sleep 1
+ghost_mark stop
+{stop}
+vm_wait $vm 150
+echo "VMM_RC=$?"
+{after}
+"#
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     General,
     Passthrough,
+    /// The Debian image on L2's disk `/dev/vd<'a' + disk>` (a pristine copy in every test-host
+    /// boot, so a re-run in the next boot gets one too).
+    Debian {
+        disk: usize,
+    },
+}
+
+/// L2's name of the `n`th disk attached with `TestHost::disk`: `vda`, `vdb`, ...
+fn disk_name(n: usize) -> String {
+    let letter = u8::try_from(n)
+        .ok()
+        .filter(|n| *n < 26)
+        .map_or('?', |n| char::from(b'a' + n));
+    format!("vd{letter}")
 }
 
 /// One scenario of the plan: a kind of guest under one VMM in one run.
@@ -376,6 +498,7 @@ impl Job {
         let what = match self.kind {
             Kind::General => "general",
             Kind::Passthrough => "pt",
+            Kind::Debian { .. } => "debian",
         };
         format!("{what}-{who}-{}", self.run)
     }
@@ -386,6 +509,13 @@ impl Job {
         let (script, timeout) = match self.kind {
             Kind::General => (general_l2(&short, &vmm.general), 300),
             Kind::Passthrough => (passthrough_l2(&short, &vmm.passthrough), 180),
+            Kind::Debian { disk } => {
+                let cmds = vmm
+                    .debian
+                    .as_ref()
+                    .expect("a Debian job for a VMM without one");
+                (debian_l2(&short, &disk_name(disk), cmds), 720)
+            }
         };
         Scenario::new(self.name(vmms), script).timeout(Duration::from_secs(timeout))
     }
@@ -398,7 +528,11 @@ fn figures_of(
     vmm: &Vmm,
     ghost: bool,
 ) -> Result<Vec<(&'static str, f64)>, String> {
-    if !s.succeeded() || !s.contains("BENCH-DONE") || s.value::<i32>("VMM_RC=") != Some(0) {
+    let done = match kind {
+        Kind::General | Kind::Passthrough => "BENCH-DONE",
+        Kind::Debian { .. } => SETTLED,
+    };
+    if !s.succeeded() || !s.contains(done) || s.value::<i32>("VMM_RC=") != Some(0) {
         let vmm_rc = s.line_after("VMM_RC=").unwrap_or("none");
         let last_error = s
             .lines
@@ -421,6 +555,7 @@ fn figures_of(
         }
     };
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     match kind {
         Kind::General => {
             take(
@@ -463,6 +598,17 @@ fn figures_of(
             take("nvme_admin_us", s.value("NVME_ADMIN_RTT_US="));
             take("nvme_iops", s.value("NVME_IOPS="));
         }
+        Kind::Debian { .. } => {
+            take(
+                "debian_boot_s",
+                secs(s.time_between("@@GHOST-MARK start", READY_LINE)),
+            );
+            take("debian_uptime_s", s.value(READY_LINE));
+            take(
+                "debian_stop_s",
+                secs(s.time_between("@@GHOST-MARK stop", "VMM_RC=")),
+            );
+        }
     }
     Ok(out)
 }
@@ -477,12 +623,43 @@ struct Collected {
     ghost_exit_stats: Option<String>,
     environment: Vec<String>,
     host_boots: usize,
+    /// Debian guests whose systemd did not report "running" before the stop (a failed unit):
+    /// their figures count, with a note.
+    notes: Vec<String>,
+    /// How many runs booted the Debian image.
+    debian_runs: usize,
 }
 
+/// ghost-vmm's VM file for the Debian image on L2's disk `disk` (`vdb`).
+fn debian_toml(disk: &str) -> String {
+    format!(
+        r#"[vm]
+name = "debian"
+vcpus = 2
+on_reboot = "exit"
+
+[memory]
+size = "1G"
+
+[boot]
+kernel = "{L2_DEBIAN_VMLINUZ}"
+initramfs = "{L2_DEBIAN_INITRD}"
+cmdline = "{DEBIAN_CMDLINE}"
+
+[[disk]]
+path = "/dev/{disk}"
+"#
+    )
+}
+
+/// The test host of every job; `disks` copies of the Debian image attached (one per Debian
+/// job of the plan).
 fn build_host(
     work: &Path,
     sizes: Sizes,
     cloud_hypervisor: Option<&Path>,
+    debian: &DebianImage,
+    disks: usize,
 ) -> Result<TestHost, String> {
     let exitbench = build_static(work, "exitbench");
     let iobench = build_static(work, "iobench");
@@ -505,7 +682,7 @@ fn build_host(
         &format!("{}{}", vfio(EDU), vfio(NVME)),
     );
     // `collect` boots again itself, counting boots and re-running failed guests too.
-    let host = TestHost::new("bench")
+    let mut host = TestHost::new("bench")
         .map_err(|e| format!("test-host assets (tests/testhost/setup.sh): {e}"))?
         .reboots(0)
         .with_built_ghost_vmm()
@@ -532,7 +709,16 @@ fn build_host(
                 .file("/bin/iobench", iobench, 0o755),
         )
         .file("/ghost/vm/bench.toml", bench_toml, 0o644)
-        .file("/ghost/vm/pt.toml", pt_toml, 0o644);
+        .file("/ghost/vm/pt.toml", pt_toml, 0o644)
+        .debian(debian);
+    for n in 0..disks {
+        let disk = disk_name(n);
+        host = host.disk(&debian.image).file(
+            format!("/ghost/vm/debian-{disk}.toml"),
+            debian_toml(&disk),
+            0o644,
+        );
+    }
     Ok(match cloud_hypervisor {
         Some(ch) => host.binary(L2_CLOUD_HYPERVISOR, ch),
         None => host,
@@ -544,6 +730,7 @@ fn build_host(
 fn collect(
     host: &TestHost,
     vmms: &[Vmm],
+    debian: &DebianImage,
     jobs: Vec<Job>,
     out: &mut Collected,
 ) -> Result<(), String> {
@@ -565,7 +752,7 @@ fn collect(
             .run(&scenarios)
             .map_err(|e| format!("test host: {e}"))?;
         if out.environment.is_empty() {
-            environment(&report, &mut out.environment);
+            environment(&report, debian, &mut out.environment);
         }
         let mut next = Vec::new();
         for job in pending {
@@ -587,6 +774,14 @@ fn collect(
                     }
                     if job.vmm == 0 && job.kind == Kind::General {
                         out.ghost_exit_stats = exit_stats(s);
+                    }
+                    if let Kind::Debian { .. } = job.kind {
+                        let state = s.line_after(SETTLED).unwrap_or("?");
+                        if state != "running" {
+                            out.notes.push(format!(
+                                "{name}: systemd's state before the stop was {state:?}, not \"running\""
+                            ));
+                        }
                     }
                 }
                 Err(why) => {
@@ -639,7 +834,7 @@ fn exit_stats(s: &ScenarioResult) -> Option<String> {
     Some(lines.join("\n"))
 }
 
-fn environment(report: &RunReport, env: &mut Vec<String>) {
+fn environment(report: &RunReport, debian: &DebianImage, env: &mut Vec<String>) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -669,6 +864,17 @@ fn environment(report: &RunReport, env: &mut Vec<String>) {
          virtio-blk on a 128 MiB raw file in L2's tmpfs, virtio-net on a TAP"
             .into(),
     );
+    env.push(format!(
+        "Debian guest (L3): the Debian 12 systemd image of tests/testhost/debian-image.sh \
+         ({}), its own kernel {} and initramfs booted directly, 2 vCPUs, 1 GiB, root ext4 on \
+         virtio-blk: a pristine copy of the cached image per boot (L1 snapshot overlay, \
+         /dev/vdX in L2)",
+        debian.dir.file_name().map_or_else(
+            || debian.dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned()
+        ),
+        debian.kernel_version
+    ));
 }
 
 fn num_cpus() -> usize {
@@ -699,6 +905,13 @@ fn render(opts: &Options, out: &Collected, vmms: &[Vmm]) -> String {
          mean something, absolute values do not carry over to a real PC (see the README for \
          running the set there).\n",
     );
+    md.push_str(&debian_notes(opts, out.debian_runs, vmms));
+    if !out.notes.is_empty() {
+        md.push('\n');
+        for n in &out.notes {
+            let _ = writeln!(md, "- {n}");
+        }
+    }
     if let Some(stats) = &out.ghost_exit_stats {
         let _ = write!(
             md,
@@ -709,6 +922,56 @@ fn render(opts: &Options, out: &Collected, vmms: &[Vmm]) -> String {
         md.push_str("\n## Scenarios that did not finish (run again)\n\n");
         for i in &out.incomplete {
             let _ = writeln!(md, "- {i}");
+        }
+    }
+    md
+}
+
+/// How the Debian figures were taken, and why some columns have none.
+fn debian_notes(opts: &Options, debian_runs: usize, vmms: &[Vmm]) -> String {
+    let mut md = String::from(
+        "\n## The Debian figures\n\n\
+         - boot: from the line L2 prints just before it starts the VMM to the guest's \
+         `GHOST-READY uptime=<s>` (the image's ghost-ready.service, ordered after \
+         multi-user.target, logind and dbus); the uptime is the guest's own /proc/uptime then, \
+         from its kernel's start (so boot minus uptime is the VMM's setup and the kernel's \
+         decompression before its clock starts).\n\
+         - stop: once systemd's boot is over (`systemctl is-system-running --wait` answered on the \
+         serial console) and a second more, from the line L2 prints just before the stop request \
+         to the one it prints when the VMM process has exited (status 0 required). ghost-vmm: \
+         SIGTERM to its pid; QEMU: QMP `system_powerdown` on L2's loopback. Both press the guest's \
+         ACPI power button; systemd-logind powers the guest off; the VMM exits. The times are the \
+         host's timestamps of L2's console lines, like every time of this table.\n\
+         - the button: ghost-vmm and QEMU microvm have hardware-reduced ACPI, where the power \
+         button is a control-method device (PNP0C0C) notified through the Generic Event Device; \
+         QEMU q35's is the fixed-feature button of ICH9's PM1 block. Linux turns either into the \
+         same KEY_POWER event for logind.\n\
+         - each boot has its own pristine copy of the image (an L1 snapshot overlay of the cached \
+         file, read once on this machine before the test host starts, so no slot pays for a cold \
+         cache).\n",
+    );
+    if debian_runs < opts.runs {
+        let _ = writeln!(
+            md,
+            "- taken in the first {debian_runs} of the {} runs only (medians of {debian_runs}).",
+            opts.runs
+        );
+    }
+    for v in vmms {
+        if v.debian.is_none() {
+            let _ = writeln!(
+                md,
+                "- {}: not taken (the image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF \
+                 kernels only).",
+                v.label
+            );
+        } else if opts.quick && !v.required {
+            let _ = writeln!(
+                md,
+                "- {}: not taken with --quick (a reference column; each Debian boot costs about a \
+                 minute nested).",
+                v.label
+            );
         }
     }
     md
@@ -738,38 +1001,92 @@ fn main() -> ExitCode {
 
 fn bench(opts: &Options) -> Result<bool, String> {
     let sizes = if opts.quick { QUICK } else { FULL };
-    let work = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
-    let host = build_host(work.path(), sizes, opts.cloud_hypervisor.as_deref())?;
+    debug_assert!(READY_LINE.starts_with(DEBIAN_READY));
+    let debian = DebianImage::ensure()
+        .map_err(|e| format!("the Debian image (tests/testhost/debian-image.sh): {e}"))?;
     let vmms = vmms(opts.cloud_hypervisor.is_some());
+    // The Debian image under every VMM that boots it (the required ones only with --quick),
+    // the first slot rotating among them.
+    let debian_vmms: Vec<usize> = (0..vmms.len())
+        .filter(|&i| vmms[i].debian.is_some() && (vmms[i].required || !opts.quick))
+        .collect();
+    let most = MAX_DEBIAN_BOOTS / debian_vmms.len().max(1);
+    let debian_runs = match opts.debian_runs {
+        Some(n) if n.min(opts.runs) > most => {
+            return Err(format!(
+                "--debian-runs {n}: at most {most} with {} VMMs booting the Debian image \
+                 ({MAX_DEBIAN_BOOTS} copies of it in one test host)",
+                debian_vmms.len()
+            ))
+        }
+        Some(n) => n.min(opts.runs),
+        None => opts.runs.min(most),
+    };
     let mut jobs = Vec::new();
+    let mut disks = 0;
     for run in 1..=opts.runs {
         for kind in [Kind::General, Kind::Passthrough] {
             for vmm in run_order(run, vmms.len()) {
                 jobs.push(Job { kind, vmm, run });
             }
         }
+        let debian_now = if run <= debian_runs {
+            debian_vmms.len()
+        } else {
+            0
+        };
+        for i in run_order(run, debian_now) {
+            let kind = Kind::Debian { disk: disks };
+            disks += 1;
+            jobs.push(Job {
+                kind,
+                vmm: debian_vmms[i],
+                run,
+            });
+        }
     }
-    let mut out = Collected::default();
+    // Every copy of the image in L2 reads the same host file: read it once now, so that the
+    // first Debian boot of the run does not pay for a cold page cache on this machine alone.
+    std::fs::File::open(&debian.image)
+        .and_then(|mut f| std::io::copy(&mut f, &mut std::io::sink()))
+        .map_err(|e| format!("{}: {e}", debian.image.display()))?;
+    let work = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+    let host = build_host(
+        work.path(),
+        sizes,
+        opts.cloud_hypervisor.as_deref(),
+        &debian,
+        disks,
+    )?;
+    let mut out = Collected {
+        debian_runs,
+        ..Collected::default()
+    };
     for v in &vmms {
         out.samples.add_vmm(v.label);
     }
-    collect(&host, &vmms, jobs, &mut out)?;
+    collect(&host, &vmms, &debian, jobs, &mut out)?;
     let md = render(opts, &out, &vmms);
     println!("{md}");
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("{}: {e}", opts.out.display()))?;
-    let file = opts.out.join(format!("{}.md", today()));
+    let file = results_path(&opts.out, &today());
     // Written whole to a temporary name, then renamed: never a half-written results file.
     let tmp = opts.out.join(format!(".{}.md.tmp", today()));
     std::fs::write(&tmp, &md).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
     eprintln!("ghost-bench: results in {}", file.display());
+    // Which figures a VMM is held to: microvm's config space is not PIO, and the Debian
+    // figures are taken only of the VMMs that booted the image.
+    let takes = |i: usize, key: &str| {
+        (vmms[i].config_pio || key != "pio_exit_ns")
+            && (debian_vmms.contains(&i) || !DEBIAN_FIGURES.contains(&key))
+    };
     let (missing, reference): (Vec<_>, Vec<_>) =
         out.samples.missing().into_iter().partition(|(vmm, key)| {
-            vmms.iter()
-                .any(|v| v.label == vmm && v.required && (v.config_pio || *key != "pio_exit_ns"))
+            (0..vmms.len()).any(|i| vmms[i].label == vmm && vmms[i].required && takes(i, key))
         });
     for (vmm, key) in &reference {
-        if *key != "pio_exit_ns" {
+        if (0..vmms.len()).any(|i| vmms[i].label == vmm && takes(i, key)) {
             eprintln!("ghost-bench: (reference column) no figure for {vmm}: {key}");
         }
     }
