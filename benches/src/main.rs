@@ -39,9 +39,17 @@ use ghost_benches::{figure, results_path, run_order, today, Samples, FIGURES};
 use ghost_tests::guest_tools::{build_static, vm_file};
 use ghost_tests::testhost::{
     workspace_root, DebianImage, GuestInitramfs, Outcome, RunReport, Scenario, ScenarioResult,
-    TestHost, DEBIAN_READY, DEBIAN_SHELL_READY, L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ,
-    VIRTIO_MODULES,
+    TestHost, DEBIAN_READY, VIRTIO_MODULES,
 };
+
+mod guests;
+mod vmms;
+
+use guests::{
+    debian_l2, debian_toml, general_guest, general_l2, passthrough_guest, passthrough_l2, Sizes,
+    FULL, QUICK,
+};
+use vmms::{vmms, Vmm};
 
 const KERNEL: &str = "/ghost/kernel/cloud/bzImage";
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
@@ -74,35 +82,6 @@ const SETTLED: &str = "BENCH-SETTLED=";
 const MAX_DEBIAN_BOOTS: usize = 20;
 /// The Debian figures, taken only of VMMs with a [`Vmm::debian`].
 const DEBIAN_FIGURES: &[&str] = &["debian_boot_s", "debian_uptime_s", "debian_stop_s"];
-
-/// How much each workload does.
-#[derive(Debug, Clone, Copy)]
-struct Sizes {
-    seq_mib: u32,
-    rand_s: u32,
-    tcp_mib: u32,
-    exits: u32,
-    bar_reads: u32,
-    irqs: u32,
-}
-
-const FULL: Sizes = Sizes {
-    seq_mib: 96,
-    rand_s: 5,
-    tcp_mib: 64,
-    exits: 20_000,
-    bar_reads: 20_000,
-    irqs: 200,
-};
-
-const QUICK: Sizes = Sizes {
-    seq_mib: 32,
-    rand_s: 2,
-    tcp_mib: 16,
-    exits: 5_000,
-    bar_reads: 5_000,
-    irqs: 50,
-};
 
 #[derive(Debug)]
 struct Options {
@@ -173,295 +152,6 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         }),
         cloud_hypervisor,
     })
-}
-
-/// One VMM under test: how it runs the general guest and the passthrough guest.
-struct Vmm {
-    label: &'static str,
-    /// Short name for scenario names.
-    short: &'static str,
-    general: String,
-    passthrough: String,
-    /// Whether a missing figure fails the run (ghost-vmm and the QEMU it is judged against);
-    /// the other columns are for reference.
-    required: bool,
-    /// Whether the guest reaches config space through 0xCF8/0xCFC (not so on microvm, whose
-    /// PCIe host is ECAM only): the PIO figure is taken only where it is PIO.
-    config_pio: bool,
-    /// How it boots the Debian image and stops it; `None` where that is not measured.
-    debian: Option<DebianCmds>,
-}
-
-/// A VMM's commands for the Debian guest, as L2 shell text.
-struct DebianCmds {
-    /// The VMM's command line, with [`DISK`] for L2's disk (`vdb`).
-    start: String,
-    /// Asks VM `$vm` to stop (presses its power button); returns at once.
-    stop: &'static str,
-    /// Runs once the VMM has exited (collects what the stop request printed).
-    after: &'static str,
-}
-
-/// ghost-vmm's stop request: SIGTERM presses the guest's ACPI power button.
-const GHOST_STOP: &str = r#"kill -TERM "$(cat "$GHOST_VM_DIR/$vm.pid")""#;
-/// QEMU's: QMP `system_powerdown` (the guest's ACPI power button). Busybox's `nc` has no unix
-/// sockets, so QMP listens on L2's loopback; the connection is held open while QEMU answers.
-const QMP_STOP: &str = r#"(printf '{"execute":"qmp_capabilities"}\n{"execute":"system_powerdown"}\n'; sleep 2) \
-    | nc 127.0.0.1 4444 >/tmp/qmp.out 2>&1 &
-qmp=$!"#;
-const QMP_AFTER: &str = r#"wait $qmp
-echo "QMP_SAID=$(tr '\n' ' ' </tmp/qmp.out)""#;
-
-fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
-    // QEMU as lean as it is configured for this job: no default devices, no VGA, modern-only
-    // virtio (as ghost-vmm's), the same disk and TAP. vhost-net is off: L2 has no vhost_net,
-    // and ghost-vmm has no vhost either.
-    let qemu = |machine: &str, initrd: &str, devices: &str| {
-        format!(
-            "$QEMU -accel kvm -machine {machine} -cpu host -smp 1 -m 256 -nodefaults \
-             -no-user-config -display none -serial stdio -no-reboot -kernel {KERNEL} \
-             -initrd /ghost/initrd/{initrd}.cpio.gz -append \"{CMDLINE}\" {devices}"
-        )
-    };
-    let virtio = "-drive file=/tmp/bench.img,if=none,id=d0,format=raw \
-                  -device virtio-blk-pci,drive=d0,disable-legacy=on \
-                  -netdev tap,id=n0,ifname=tapb,script=no,downscript=no,vhost=off \
-                  -device virtio-net-pci,netdev=n0,disable-legacy=on";
-    let vfio = format!("-device vfio-pci,host={EDU} -device vfio-pci,host={NVME}");
-    // The Debian image: the same vCPUs, RAM and disk as ghost-vmm's VM file, a QMP socket to
-    // press the power button.
-    let qemu_debian = |machine: &str| DebianCmds {
-        start: format!(
-            "$QEMU -accel kvm -machine {machine} -cpu host -smp 2 -m 1024 -nodefaults \
-             -no-user-config -display none -serial stdio -no-reboot \
-             -kernel $GHOST_DEBIAN_KERNEL -initrd $GHOST_DEBIAN_INITRD \
-             -append \"{DEBIAN_CMDLINE}\" \
-             -drive file=/dev/{DISK},if=none,id=d0,format=raw \
-             -device virtio-blk-pci,drive=d0,disable-legacy=on \
-             -qmp tcp:127.0.0.1:4444,server=on,wait=off"
-        ),
-        stop: QMP_STOP,
-        after: QMP_AFTER,
-    };
-    let mut vmms = vec![
-        Vmm {
-            label: "ghost-vmm",
-            short: "ghost",
-            general: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/bench.toml".into(),
-            passthrough: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/pt.toml".into(),
-            required: true,
-            config_pio: true,
-            debian: Some(DebianCmds {
-                start: format!("env GHOST_LOG=info $GHOST_VMM run /ghost/vm/debian-{DISK}.toml"),
-                stop: GHOST_STOP,
-                after: "",
-            }),
-        },
-        Vmm {
-            label: "QEMU q35",
-            short: "q35",
-            general: qemu("q35", "bench", virtio),
-            passthrough: qemu("q35", "pt", &vfio),
-            required: true,
-            config_pio: true,
-            debian: Some(qemu_debian("q35")),
-        },
-        // microvm with a PCIe host (GPEX, ECAM only) so that the same virtio-pci and vfio-pci
-        // devices plug in; SeaBIOS's microvm build as firmware.
-        Vmm {
-            label: "QEMU microvm",
-            short: "microvm",
-            general: qemu("microvm,pcie=on", "bench", virtio),
-            passthrough: qemu("microvm,pcie=on", "pt", &vfio),
-            required: false,
-            config_pio: false,
-            debian: Some(qemu_debian("microvm,pcie=on")),
-        },
-    ];
-    if cloud_hypervisor {
-        // The user's own build, for reference: PVH boot of the same kernel as vmlinux, the
-        // same disk, TAP and devices, the 16550 on stdio.
-        let ch = |initrd: &str, devices: &str| {
-            format!(
-                "{L2_CLOUD_HYPERVISOR} --cpus boot=1 --memory size=256M --kernel {VMLINUX} \
-                 --initramfs /ghost/initrd/{initrd}.cpio.gz --cmdline \"{CMDLINE}\" \
-                 --serial tty --console off {devices}"
-            )
-        };
-        vmms.push(Vmm {
-            label: "Cloud Hypervisor",
-            short: "ch",
-            general: ch("bench", "--disk path=/tmp/bench.img --net tap=tapb"),
-            passthrough: ch(
-                "pt",
-                &format!(
-                    "--device path=/sys/bus/pci/devices/{EDU}/ path=/sys/bus/pci/devices/{NVME}/"
-                ),
-            ),
-            required: false,
-            config_pio: true,
-            // The image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF kernels only.
-            debian: None,
-        });
-    }
-    vmms
-}
-
-/// The general guest: init milestone, wait for "go" (the host measures memory at idle),
-/// then the exit micro-benchmarks, block, and TCP.
-fn general_guest(s: Sizes) -> String {
-    format!(
-        r#"[ -n "$bench_timer" ] && /bin/exitbench mark $bench_timer 1
-echo BENCH-INIT-OK
-read -r _go
-/bin/exitbench cfg /sys/bus/pci/devices/0000:00:00.0 {exits}
-# The kernel will not map a BAR a driver holds: virtio-net's function leaves its driver
-# for the MMIO figure and comes back before the network is used.
-net=
-for d in /sys/bus/pci/devices/*; do
-    [ "$(cat $d/vendor)" = 0x1af4 ] && [ "$(cat $d/class)" = 0x020000 ] && net=$d
-done
-if [ -n "$net" ]; then
-    echo "${{net##*/}}" >/sys/bus/pci/drivers/virtio-pci/unbind
-    /bin/exitbench mmio $net {exits}
-    echo "${{net##*/}}" >/sys/bus/pci/drivers/virtio-pci/bind
-else
-    echo NO_VIRTIO_NET
-fi
-/bin/iobench seqwrite /dev/vda {seq} 2>&1
-/bin/iobench seqread /dev/vda {seq} 2>&1
-/bin/iobench randread /dev/vda {rand} 2>&1
-n=0
-until [ -e /sys/class/net/eth0 ]; do
-    n=$((n + 1)); [ $n -ge 100 ] && {{ echo ETH0_NEVER; break; }}
-    sleep 0.1
-done
-ip link set eth0 up
-ip addr add 10.0.3.15/24 dev eth0
-n=0
-until ping -c 1 -W 1 10.0.3.1 >/dev/null 2>&1; do
-    n=$((n + 1)); [ $n -ge 60 ] && {{ echo PING_NEVER; break; }}
-done
-/bin/iobench tcpsend 10.0.3.1 5001 {tcp} 2>&1
-echo BENCH-DONE
-"#,
-        exits = s.exits,
-        seq = s.seq_mib,
-        rand = s.rand_s,
-        tcp = s.tcp_mib,
-    )
-}
-
-/// The passthrough guest: edu's BAR read through sysfs, nvme admin commands (each completed
-/// by an MSI-X interrupt through the VMM's irqfd route), then nvme QD1 random reads.
-fn passthrough_guest(s: Sizes) -> String {
-    format!(
-        r#"echo BENCH-INIT-OK
-edu=
-for d in /sys/bus/pci/devices/*; do
-    [ "$(cat $d/device)" = 0x11e8 ] && edu=$d
-done
-if [ -n "$edu" ]; then
-    echo 1 >$edu/enable
-    /bin/edutest $edu latency {bar_reads}
-else
-    echo NO_EDU
-fi
-n=0
-until [ -b /dev/nvme0n1 ]; do
-    n=$((n + 1)); [ $n -ge 300 ] && {{ echo NVME_NEVER; break; }}
-    sleep 0.1
-done
-/bin/iobench nvmertt /dev/nvme0 {irqs} 2>&1
-/bin/iobench randread /dev/nvme0n1 {rand} 2>&1 | sed 's/^RAND_READ_IOPS=/NVME_IOPS=/'
-echo BENCH-DONE
-"#,
-        bar_reads = s.bar_reads,
-        irqs = s.irqs,
-        rand = s.rand_s,
-    )
-}
-
-/// L2 side of the general guest under `cmd`, as VM `name`: a fresh disk image, the VMM's
-/// memory once the guest idles at init, then a TCP sink on the TAP the VMM created.
-fn general_l2(name: &str, cmd: &str) -> String {
-    format!(
-        r#"wait_listening() {{
-    _n=0
-    until netstat -ltn 2>/dev/null | grep -q ":$1 "; do
-        _n=$((_n + 1)); [ $_n -ge 100 ] && {{ echo "nothing listens on $1"; return 1; }}
-        sleep 0.1
-    done
-}}
-rm -f /tmp/bench.img
-dd if=/dev/zero of=/tmp/bench.img bs=1M count=128 2>/dev/null
-ghost_mark start
-vm_start {name} {cmd}
-vm_wait_for {name} BENCH-INIT-OK 120 || {{ vm_kill {name}; exit 1; }}
-# Idle: the guest waits on its console. Let its boot's last work settle, then measure.
-sleep 1
-pid=$(cat $GHOST_VM_DIR/{name}.pid)
-echo "VMM_RSS_KB=$(awk '/^VmRSS:/ {{ print $2 }}' /proc/$pid/status)"
-# Every mapping of guest-RAM size is guest RAM; the rest of the RSS is the VMM's own.
-echo "VMM_OVERHEAD_KB=$(awk -v ram={GUEST_RAM_KIB} '
-    $1 ~ /^[0-9a-f]+-[0-9a-f]+$/ {{ guest = 0 }}
-    $1 == "Size:" {{ guest = ($2 >= ram && $2 <= ram + 8192) }}
-    $1 == "Rss:" {{ total += $2; if (guest) g += $2 }}
-    END {{ print total - g }}' /proc/$pid/smaps)"
-n=0
-until [ -e /sys/class/net/tapb ]; do
-    n=$((n + 1)); [ $n -ge 600 ] && {{ echo TAP_NEVER; vm_kill {name}; exit 1; }}
-    sleep 0.1
-done
-(sleep 240) | nc -l -p 5001 >/dev/null &
-wait_listening 5001 || {{ vm_kill {name}; exit 1; }}
-ip addr add 10.0.3.1/24 dev tapb
-ip link set tapb up
-vm_send {name} go
-vm_wait {name} 280
-echo "VMM_RC=$?"
-"#
-    )
-}
-
-/// L2 side of the passthrough guest: both devices on vfio-pci for the run, back after.
-fn passthrough_l2(name: &str, cmd: &str) -> String {
-    format!(
-        r#"$GHOST_VMM vfio bind {EDU} >/dev/null || exit 1
-$GHOST_VMM vfio bind {NVME} >/dev/null || exit 1
-vm_start {name} {cmd}
-vm_wait {name} 150
-echo "VMM_RC=$?"
-$GHOST_VMM vfio unbind {EDU} >/dev/null
-$GHOST_VMM vfio unbind {NVME} >/dev/null
-"#
-    )
-}
-
-/// L2 side of the Debian guest under `cmds`, as VM `name`, on L2's disk `disk` (`vdb`): boot to
-/// multi-user, wait for systemd to be idle, press the power button, wait for the VMM to exit.
-fn debian_l2(name: &str, disk: &str, cmds: &DebianCmds) -> String {
-    let start = cmds.start.replace(DISK, disk);
-    let (stop, after) = (cmds.stop, cmds.after);
-    format!(
-        r#"vm={name}
-[ -b /dev/{disk} ] || {{ echo "NO_DISK /dev/{disk}"; exit 1; }}
-ghost_mark start
-vm_start $vm {start}
-vm_wait_for $vm "{READY_LINE}" 300 || {{ vm_kill $vm; exit 1; }}
-vm_wait_for $vm {DEBIAN_SHELL_READY} 120 || {{ vm_kill $vm; exit 1; }}
-# Stop a settled guest: once systemd says its boot is over (running, or degraded). The console
-# echoes what is typed, with the marker split by quotes; only what echo prints has it whole.
-vm_send $vm 'echo "BENCH-SETTLED""=$(systemctl is-system-running --wait)"'
-vm_wait_for $vm {SETTLED} 180 || {{ vm_kill $vm; exit 1; }}
-sleep 1
-ghost_mark stop
-{stop}
-vm_wait $vm 150
-echo "VMM_RC=$?"
-{after}
-"#
-    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -628,28 +318,6 @@ struct Collected {
     notes: Vec<String>,
     /// How many runs booted the Debian image.
     debian_runs: usize,
-}
-
-/// ghost-vmm's VM file for the Debian image on L2's disk `disk` (`vdb`).
-fn debian_toml(disk: &str) -> String {
-    format!(
-        r#"[vm]
-name = "debian"
-vcpus = 2
-on_reboot = "exit"
-
-[memory]
-size = "1G"
-
-[boot]
-kernel = "{L2_DEBIAN_VMLINUZ}"
-initramfs = "{L2_DEBIAN_INITRD}"
-cmdline = "{DEBIAN_CMDLINE}"
-
-[[disk]]
-path = "/dev/{disk}"
-"#
-    )
 }
 
 /// The test host of every job; `disks` copies of the Debian image attached (one per Debian

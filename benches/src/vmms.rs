@@ -1,0 +1,139 @@
+//! The VMMs under test and how each one runs every guest of the benchmark: the general guest,
+//! the passthrough guest and the Debian image (started, then stopped through the guest's ACPI
+//! power button).
+
+use super::{CMDLINE, DEBIAN_CMDLINE, DISK, EDU, KERNEL, L2_CLOUD_HYPERVISOR, NVME, VMLINUX};
+
+/// One VMM under test: how it runs the general guest and the passthrough guest.
+pub(super) struct Vmm {
+    pub(super) label: &'static str,
+    /// Short name for scenario names.
+    pub(super) short: &'static str,
+    pub(super) general: String,
+    pub(super) passthrough: String,
+    /// Whether a missing figure fails the run (ghost-vmm and the QEMU it is judged against);
+    /// the other columns are for reference.
+    pub(super) required: bool,
+    /// Whether the guest reaches config space through 0xCF8/0xCFC (not so on microvm, whose
+    /// PCIe host is ECAM only): the PIO figure is taken only where it is PIO.
+    pub(super) config_pio: bool,
+    /// How it boots the Debian image and stops it; `None` where that is not measured.
+    pub(super) debian: Option<DebianCmds>,
+}
+
+/// A VMM's commands for the Debian guest, as L2 shell text.
+pub(super) struct DebianCmds {
+    /// The VMM's command line, with [`DISK`] for L2's disk (`vdb`).
+    pub(super) start: String,
+    /// Asks VM `$vm` to stop (presses its power button); returns at once.
+    pub(super) stop: &'static str,
+    /// Runs once the VMM has exited (collects what the stop request printed).
+    pub(super) after: &'static str,
+}
+
+/// ghost-vmm's stop request: SIGTERM presses the guest's ACPI power button.
+pub(super) const GHOST_STOP: &str = r#"kill -TERM "$(cat "$GHOST_VM_DIR/$vm.pid")""#;
+
+/// QEMU's: QMP `system_powerdown` (the guest's ACPI power button). Busybox's `nc` has no unix
+/// sockets, so QMP listens on L2's loopback; the connection is held open while QEMU answers.
+pub(super) const QMP_STOP: &str = r#"(printf '{"execute":"qmp_capabilities"}\n{"execute":"system_powerdown"}\n'; sleep 2) \
+    | nc 127.0.0.1 4444 >/tmp/qmp.out 2>&1 &
+qmp=$!"#;
+
+pub(super) const QMP_AFTER: &str = r#"wait $qmp
+echo "QMP_SAID=$(tr '\n' ' ' </tmp/qmp.out)""#;
+
+pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
+    // QEMU as lean as it is configured for this job: no default devices, no VGA, modern-only
+    // virtio (as ghost-vmm's), the same disk and TAP. vhost-net is off: L2 has no vhost_net,
+    // and ghost-vmm has no vhost either.
+    let qemu = |machine: &str, initrd: &str, devices: &str| {
+        format!(
+            "$QEMU -accel kvm -machine {machine} -cpu host -smp 1 -m 256 -nodefaults \
+             -no-user-config -display none -serial stdio -no-reboot -kernel {KERNEL} \
+             -initrd /ghost/initrd/{initrd}.cpio.gz -append \"{CMDLINE}\" {devices}"
+        )
+    };
+    let virtio = "-drive file=/tmp/bench.img,if=none,id=d0,format=raw \
+                  -device virtio-blk-pci,drive=d0,disable-legacy=on \
+                  -netdev tap,id=n0,ifname=tapb,script=no,downscript=no,vhost=off \
+                  -device virtio-net-pci,netdev=n0,disable-legacy=on";
+    let vfio = format!("-device vfio-pci,host={EDU} -device vfio-pci,host={NVME}");
+    // The Debian image: the same vCPUs, RAM and disk as ghost-vmm's VM file, a QMP socket to
+    // press the power button.
+    let qemu_debian = |machine: &str| DebianCmds {
+        start: format!(
+            "$QEMU -accel kvm -machine {machine} -cpu host -smp 2 -m 1024 -nodefaults \
+             -no-user-config -display none -serial stdio -no-reboot \
+             -kernel $GHOST_DEBIAN_KERNEL -initrd $GHOST_DEBIAN_INITRD \
+             -append \"{DEBIAN_CMDLINE}\" \
+             -drive file=/dev/{DISK},if=none,id=d0,format=raw \
+             -device virtio-blk-pci,drive=d0,disable-legacy=on \
+             -qmp tcp:127.0.0.1:4444,server=on,wait=off"
+        ),
+        stop: QMP_STOP,
+        after: QMP_AFTER,
+    };
+    let mut vmms = vec![
+        Vmm {
+            label: "ghost-vmm",
+            short: "ghost",
+            general: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/bench.toml".into(),
+            passthrough: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/pt.toml".into(),
+            required: true,
+            config_pio: true,
+            debian: Some(DebianCmds {
+                start: format!("env GHOST_LOG=info $GHOST_VMM run /ghost/vm/debian-{DISK}.toml"),
+                stop: GHOST_STOP,
+                after: "",
+            }),
+        },
+        Vmm {
+            label: "QEMU q35",
+            short: "q35",
+            general: qemu("q35", "bench", virtio),
+            passthrough: qemu("q35", "pt", &vfio),
+            required: true,
+            config_pio: true,
+            debian: Some(qemu_debian("q35")),
+        },
+        // microvm with a PCIe host (GPEX, ECAM only) so that the same virtio-pci and vfio-pci
+        // devices plug in; SeaBIOS's microvm build as firmware.
+        Vmm {
+            label: "QEMU microvm",
+            short: "microvm",
+            general: qemu("microvm,pcie=on", "bench", virtio),
+            passthrough: qemu("microvm,pcie=on", "pt", &vfio),
+            required: false,
+            config_pio: false,
+            debian: Some(qemu_debian("microvm,pcie=on")),
+        },
+    ];
+    if cloud_hypervisor {
+        // The user's own build, for reference: PVH boot of the same kernel as vmlinux, the
+        // same disk, TAP and devices, the 16550 on stdio.
+        let ch = |initrd: &str, devices: &str| {
+            format!(
+                "{L2_CLOUD_HYPERVISOR} --cpus boot=1 --memory size=256M --kernel {VMLINUX} \
+                 --initramfs /ghost/initrd/{initrd}.cpio.gz --cmdline \"{CMDLINE}\" \
+                 --serial tty --console off {devices}"
+            )
+        };
+        vmms.push(Vmm {
+            label: "Cloud Hypervisor",
+            short: "ch",
+            general: ch("bench", "--disk path=/tmp/bench.img --net tap=tapb"),
+            passthrough: ch(
+                "pt",
+                &format!(
+                    "--device path=/sys/bus/pci/devices/{EDU}/ path=/sys/bus/pci/devices/{NVME}/"
+                ),
+            ),
+            required: false,
+            config_pio: true,
+            // The image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF kernels only.
+            debian: None,
+        });
+    }
+    vmms
+}
