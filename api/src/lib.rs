@@ -5,6 +5,8 @@
 //!   refused) and answers on its own `api` thread, one connection at a time.
 //! - [`ApiClient`] and [`list_vms`]: what the CLI uses.
 //! - [`http`]: the pure request parser and router, tested and fuzzed without sockets.
+//! - [`socket_file`]: 0600 socket files in a listable folder, removed when their owner goes
+//!   (the console socket uses it too).
 //! - The JSON types: [`VmInfo`] and what it holds, [`Action`].
 //!
 //! ```no_run
@@ -22,6 +24,7 @@ mod client;
 pub mod http;
 mod ops;
 mod server;
+pub mod socket_file;
 mod sys;
 mod types;
 

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{self, ErrorKind, Read};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::{handle, parse_request, Parsed, Response};
 use crate::ops::VmOps;
+use crate::socket_file::{bind_private, create_parent, SocketFile};
 use crate::sys;
 
 /// How long a client has to send its whole request, from the moment it is accepted; also
@@ -21,9 +22,8 @@ use crate::sys;
 /// the longest a slow or idle client can hold the others up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Mode of a socket directory the server creates: others may list it (`ghost-vmm list` run
-/// by another user sees which VMs exist); the sockets in it are 0600.
-const DIR_MODE: u32 = 0o755;
+/// Pending connections the kernel queues while the server is busy with one.
+const BACKLOG: libc::c_int = 64;
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 8192;
@@ -98,7 +98,7 @@ impl ApiServer {
             path: path.to_owned(),
             source,
         };
-        create_parent(path)?;
+        create_parent(path).map_err(|(path, source)| ApiError::CreateDir { path, source })?;
         match fs::symlink_metadata(path) {
             Ok(md) if !md.file_type().is_socket() => {
                 return Err(ApiError::NotASocket {
@@ -116,7 +116,7 @@ impl ApiServer {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(socket_err(e)),
         }
-        let listener = match sys::bind_private(path) {
+        let listener = match bind_private(path, BACKLOG) {
             Ok(l) => l,
             // Someone bound it since we looked.
             Err(e) if e.kind() == ErrorKind::AddrInUse => {
@@ -125,11 +125,7 @@ impl ApiServer {
             }
             Err(e) => return Err(socket_err(e)),
         };
-        let md = fs::symlink_metadata(path).map_err(socket_err)?;
-        let file = SocketFile {
-            path: path.to_owned(),
-            id: (md.dev(), md.ino()),
-        };
+        let file = SocketFile::of(path).map_err(socket_err)?;
         listener.set_nonblocking(true).map_err(socket_err)?;
         let (wake, waker) = UnixStream::pair().map_err(socket_err)?;
         for end in [&wake, &waker] {
@@ -157,7 +153,7 @@ impl ApiServer {
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.file.path
+        self.file.path()
     }
 
     /// Starts answering on a thread named `api`, calling `ops` for each request. One
@@ -175,7 +171,7 @@ impl ApiServer {
     }
 
     fn run(self, ops: &dyn VmOps) {
-        log::debug!("api: listening on {}", self.file.path.display());
+        log::debug!("api: listening on {}", self.file.path().display());
         while !self.shutdown.requested() {
             match sys::poll_readable([&self.listener, &self.wake], None) {
                 Ok([true, _]) => {}
@@ -334,48 +330,6 @@ impl ShutdownHandle {
     fn requested(&self) -> bool {
         self.inner.requested.load(Ordering::SeqCst)
     }
-}
-
-/// The socket file, removed on drop if it is still the one we bound.
-#[derive(Debug)]
-struct SocketFile {
-    path: PathBuf,
-    /// Device and inode numbers of our socket file.
-    id: (u64, u64),
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        match fs::symlink_metadata(&self.path) {
-            Ok(md) if (md.dev(), md.ino()) == self.id => {
-                if let Err(e) = fs::remove_file(&self.path) {
-                    log::warn!("api: cannot remove {}: {e}", self.path.display());
-                }
-            }
-            _ => log::debug!("api: {} is no longer ours", self.path.display()),
-        }
-    }
-}
-
-/// Creates `path`'s parent directory, mode [`DIR_MODE`], if it is missing.
-fn create_parent(path: &Path) -> Result<(), ApiError> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let err = |source| ApiError::CreateDir {
-        path: dir.to_owned(),
-        source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(err)?;
-    // The umask may have narrowed it.
-    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(err)
 }
 
 /// Connects to an existing socket: Ok if it is stale (nobody listens), InUse if a server

@@ -1,71 +1,11 @@
-//! The few system calls std does not offer: a listening socket whose file is created 0600,
-//! the peer's pid (SO_PEERCRED), poll(2), and writes that never raise SIGPIPE.
+//! The few system calls std does not offer: the peer's pid (SO_PEERCRED), poll(2), and
+//! writes that never raise SIGPIPE. (The 0600 listening socket is `socket_file`'s.)
 
 use std::io;
-use std::mem::{size_of, size_of_val, MaybeUninit};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::mem::size_of_val;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
-
-/// Pending connections the kernel queues while the server is busy with one.
-const BACKLOG: libc::c_int = 64;
-
-/// Binds and listens on a Unix socket at `path` whose file is created with mode 0600
-/// whatever the umask: Linux creates the socket file with the socket inode's mode (less the
-/// umask), so narrowing that with fchmod before bind leaves no moment when the file is
-/// wider.
-pub(crate) fn bind_private(path: &Path) -> io::Result<UnixListener> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: an all-zero sockaddr_un is valid (AF_UNSPEC, empty path).
-    let mut addr: libc::sockaddr_un = unsafe { MaybeUninit::zeroed().assume_init() };
-    // One byte is kept for the terminating NUL.
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "a socket path must be under {} bytes, without NUL",
-                addr.sun_path.len()
-            ),
-        ));
-    }
-    #[allow(clippy::cast_possible_truncation)] // AF_UNIX is 1.
-    let family = libc::AF_UNIX as libc::sa_family_t;
-    addr.sun_family = family;
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: plain syscall; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: plain syscall on a descriptor we own; the result is checked.
-    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(clippy::cast_possible_truncation)] // Under sizeof(sockaddr_un), checked above.
-    let len = (size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-    // SAFETY: `addr` is an initialized sockaddr_un and `len` is within it (checked above).
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
-            len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: plain syscall on a descriptor we own; the result is checked.
-    if unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(UnixListener::from(fd))
-}
 
 /// The pid of the process that created the socket at the other end of `stream` (for a
 /// connection to a listening socket: the process that called listen).

@@ -44,16 +44,15 @@
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Write};
-use std::mem::{size_of, MaybeUninit};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
+use ghost_api::socket_file::{bind_private, create_parent, SocketFile};
 use ghost_devices::serial::{SerialDevice, SerialOutput};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -68,8 +67,8 @@ pub(crate) const RING_SIZE: usize = 1 << 20;
 pub(crate) const BACKLOG_LIMIT: usize = 2 * RING_SIZE;
 /// Bytes read from the client at a time: the UART's receive FIFO.
 const READ_CHUNK: usize = 64;
-/// Mode of a socket directory created here (as the control API's: others may list it).
-const DIR_MODE: u32 = 0o755;
+/// Connections the kernel queues while the main thread is busy.
+const CONNECT_BACKLOG: libc::c_int = 8;
 /// What a client hears when another console takes over.
 pub(crate) const TAKEOVER_NOTICE: &[u8] = b"\r\n[ghost-vmm: another console attached]\r\n";
 /// What a client hears when the run ends.
@@ -311,7 +310,7 @@ impl Drop for SocketConsole {
         log::debug!(
             "{}: closing the console socket {}",
             self.name,
-            self.file.path.display()
+            self.file.path().display()
         );
     }
 }
@@ -585,30 +584,9 @@ fn send_some(stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// The socket file, removed on drop if it is still the one we bound.
-#[derive(Debug)]
-struct SocketFile {
-    path: PathBuf,
-    /// Device and inode numbers of our socket file.
-    id: (u64, u64),
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        match fs::symlink_metadata(&self.path) {
-            Ok(md) if (md.dev(), md.ino()) == self.id => {
-                if let Err(e) = fs::remove_file(&self.path) {
-                    log::warn!("cannot remove {}: {e}", self.path.display());
-                }
-            }
-            _ => log::debug!("{} is no longer ours", self.path.display()),
-        }
-    }
-}
-
 /// Binds the console socket at `path`, mode 0600, replacing a socket file left there.
 fn bind_console_socket(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
-    create_parent(path)?;
+    create_parent(path).map_err(|(_, e)| e)?;
     match fs::symlink_metadata(path) {
         Ok(md) if !md.file_type().is_socket() => {
             return Err(io::Error::new(
@@ -626,86 +604,9 @@ fn bind_console_socket(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = bind_private(path)?;
-    let md = fs::symlink_metadata(path)?;
-    Ok((
-        listener,
-        SocketFile {
-            path: path.to_owned(),
-            id: (md.dev(), md.ino()),
-        },
-    ))
-}
-
-/// Creates `path`'s parent directory, mode [`DIR_MODE`], if it is missing.
-fn create_parent(path: &Path) -> io::Result<()> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)?;
-    // The umask may have narrowed it.
-    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
-}
-
-/// Binds and listens on a Unix socket at `path` whose file is created with mode 0600
-/// whatever the umask: Linux gives the socket file the socket inode's mode (less the
-/// umask), so narrowing that with fchmod before bind leaves no moment when it is wider.
-fn bind_private(path: &Path) -> io::Result<UnixListener> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: an all-zero sockaddr_un is valid (AF_UNSPEC, empty path).
-    let mut addr: libc::sockaddr_un = unsafe { MaybeUninit::zeroed().assume_init() };
-    // One byte is kept for the terminating NUL.
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "a socket path must be under {} bytes, without NUL",
-                addr.sun_path.len()
-            ),
-        ));
-    }
-    #[allow(clippy::cast_possible_truncation)] // AF_UNIX is 1.
-    let family = libc::AF_UNIX as libc::sa_family_t;
-    addr.sun_family = family;
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: plain syscall; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: plain syscall on a descriptor we own; the result is checked.
-    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(clippy::cast_possible_truncation)] // Under sizeof(sockaddr_un), checked above.
-    let len = (size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-    // SAFETY: `addr` is an initialized sockaddr_un and `len` is within it (checked above).
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
-            len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
     // A few connections may wait while the main thread is busy; only the last one stays.
-    // SAFETY: plain syscall on a descriptor we own; the result is checked.
-    if unsafe { libc::listen(fd.as_raw_fd(), 8) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(UnixListener::from(fd))
+    let listener = bind_private(path, CONNECT_BACKLOG)?;
+    Ok((listener, SocketFile::of(path)?))
 }
 
 #[cfg(test)]
