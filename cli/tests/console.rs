@@ -11,85 +11,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{kvm_available, print_then, print_then_power, Fixture, ECHO_FOREVER};
+use common::{print_then, print_then_power, Fixture, Running, ECHO_FOREVER, EXIT_STOPPED_HARD};
 
-/// Exit status of a hard stop.
-const EXIT_STOPPED_HARD: i32 = 3;
 const PATIENCE: Duration = Duration::from_secs(30);
 const SOCKET_MODE: &str = "[serial]\nmode = \"socket\"\npath = \"console.log\"";
-
-/// A running `ghost-vmm run` in socket mode.
-struct Vm {
-    child: Child,
-}
-
-impl Vm {
-    fn start(fx: &Fixture, code: &[u8], extra_vm: &str) -> Self {
-        assert!(kvm_available(), "these tests need /dev/kvm");
-        let vm = fx.vm(code, &format!("{extra_vm}\n{SOCKET_MODE}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
-            .arg("run")
-            .arg(&vm)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ghost-vmm run");
-        Self { child }
-    }
-
-    fn signal(&self, signo: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, signo) }, 0, "kill");
-    }
-
-    /// Waits for the VM to exit; its status, stdout and stderr.
-    fn wait(&mut self) -> (Option<i32>, String, String) {
-        let deadline = Instant::now() + PATIENCE;
-        let code = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let (_, stderr) = self.outputs();
-                panic!("ghost-vmm run did not exit; stderr: {stderr}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let (stdout, stderr) = self.outputs();
-        (code, stdout, stderr)
-    }
-
-    /// What it printed on stdout and stderr (once it has exited).
-    fn outputs(&mut self) -> (String, String) {
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        if let Some(mut o) = self.child.stdout.take() {
-            let _ = o.read_to_string(&mut stdout);
-        }
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        (stdout, stderr)
-    }
-
-    /// Stops a guest that ignores its power button: a signal, and a second one stops hard.
-    fn stop_hard(&mut self) -> (Option<i32>, String, String) {
-        self.signal(libc::SIGTERM);
-        std::thread::sleep(Duration::from_millis(300));
-        self.signal(libc::SIGTERM);
-        self.wait()
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A running `ghost-vmm console` with its stdout collected.
 struct Console {
@@ -205,7 +130,11 @@ const BANNER: &str = "Connected to ctl.\r\nEscape character is ^].\r\n";
 #[test]
 fn console_replays_echoes_input_detaches_and_is_taken_over() {
     let fx = Fixture::new();
-    let mut vm = Vm::start(&fx, &print_then("CONSOLE-HELLO\n", &ECHO_FOREVER), "");
+    let mut vm = Running::start(
+        &fx,
+        &print_then("CONSOLE-HELLO\n", &ECHO_FOREVER),
+        SOCKET_MODE,
+    );
     let log = fx.path("console.log");
     let socket: PathBuf = fx.path("ctl.console");
     // The guest has printed before anyone attached: the line comes from the scrollback.
@@ -261,9 +190,11 @@ fn console_replays_echoes_input_detaches_and_is_taken_over() {
 
     // The guest ignores its power button; the second signal stops it hard. The attached
     // console is told and ends.
-    let (code, stdout, stderr) = vm.stop_hard();
+    vm.stop_hard();
+    let (code, stderr, _) = vm.exit(PATIENCE);
     assert_eq!(code, Some(EXIT_STOPPED_HARD), "stderr: {stderr}");
-    assert_eq!(stdout, "");
+    // Its stdout closed (it exited) without a line.
+    assert_eq!(vm.lines.iter().collect::<Vec<_>>(), Vec::<String>::new());
     let (code, stderr) = third.finish();
     assert_eq!(code, Some(0), "stderr: {stderr}");
     assert!(
@@ -302,7 +233,7 @@ fn console_replays_echoes_input_detaches_and_is_taken_over() {
 fn the_console_stays_attached_across_guest_reboots() {
     let fx = Fixture::new();
     // Prints, then resets: the VM is rebuilt and boots again, over and over.
-    let mut vm = Vm::start(&fx, &print_then_power("BOOTED\n", 0x01), "");
+    let mut vm = Running::start(&fx, &print_then_power("BOOTED\n", 0x01), SOCKET_MODE);
     let socket = fx.path("ctl.console");
     wait_for_file(&fx.path("console.log"), "BOOTED\n");
     let mut console = Console::attach(&[Path::new("--socket"), &socket]);
@@ -312,7 +243,7 @@ fn the_console_stays_attached_across_guest_reboots() {
     console.wait_until("two more boots", |g| boots(g) >= seen + 2);
     // A stop during the reboot loop: the next reset ends the run (hard, status 3).
     vm.signal(libc::SIGTERM);
-    let (code, _, stderr) = vm.wait();
+    let (code, stderr, _) = vm.exit(PATIENCE);
     assert_eq!(code, Some(EXIT_STOPPED_HARD), "stderr: {stderr}");
     let (code, stderr) = console.finish();
     assert_eq!(code, Some(0), "stderr: {stderr}");

@@ -255,7 +255,7 @@ impl Running {
 
     /// Waits (at most `limit`) for ghost-vmm to exit; returns its status, stderr and how long
     /// it took.
-    pub fn exit(mut self, limit: Duration) -> (Option<i32>, String, Duration) {
+    pub fn exit(&mut self, limit: Duration) -> (Option<i32>, String, Duration) {
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -267,6 +267,14 @@ impl Running {
         let _ = self.child.kill();
         let stderr = self.child.wait_with_output_now();
         panic!("ghost-vmm still ran {limit:?} after the stop request; stderr: {stderr}");
+    }
+}
+
+/// A test that fails midway leaves no VM behind.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
