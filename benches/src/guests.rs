@@ -1,10 +1,10 @@
 //! What runs inside the VMs and around them in L2: the guests' workloads, each scenario's L2
 //! script, and ghost-vmm's VM file for the Debian image.
 
-use ghost_tests::testhost::{DEBIAN_SHELL_READY, L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ};
+use ghost_tests::testhost::DEBIAN_SHELL_READY;
 
 use super::vmms::DebianCmds;
-use super::{DEBIAN_CMDLINE, DISK, EDU, GUEST_RAM_KIB, NVME, READY_LINE, SETTLED};
+use super::{DISK, EDU, GUEST_RAM_KIB, NVME, READY_LINE, SETTLED};
 
 /// How much each workload does.
 #[derive(Debug, Clone, Copy)]
@@ -188,28 +188,6 @@ ghost_mark stop
 vm_wait $vm 150
 echo "VMM_RC=$?"
 {after}
-"#
-    )
-}
-
-/// ghost-vmm's VM file for the Debian image on L2's disk `disk` (`vdb`).
-pub(super) fn debian_toml(disk: &str) -> String {
-    format!(
-        r#"[vm]
-name = "debian"
-vcpus = 2
-on_reboot = "exit"
-
-[memory]
-size = "1G"
-
-[boot]
-kernel = "{L2_DEBIAN_VMLINUZ}"
-initramfs = "{L2_DEBIAN_INITRD}"
-cmdline = "{DEBIAN_CMDLINE}"
-
-[[disk]]
-path = "/dev/{disk}"
 "#
     )
 }

@@ -38,16 +38,15 @@ use std::time::Duration;
 use ghost_benches::{figure, results_path, run_order, today, Samples, FIGURES};
 use ghost_tests::guest_tools::{build_static, vm_file};
 use ghost_tests::testhost::{
-    workspace_root, DebianImage, GuestInitramfs, Outcome, RunReport, Scenario, ScenarioResult,
-    TestHost, DEBIAN_READY, VIRTIO_MODULES,
+    debian_vm_file, workspace_root, DebianImage, GuestInitramfs, Outcome, RunReport, Scenario,
+    ScenarioResult, TestHost, DEBIAN_READY, VIRTIO_MODULES,
 };
 
 mod guests;
 mod vmms;
 
 use guests::{
-    debian_l2, debian_toml, general_guest, general_l2, passthrough_guest, passthrough_l2, Sizes,
-    FULL, QUICK,
+    debian_l2, general_guest, general_l2, passthrough_guest, passthrough_l2, Sizes, FULL, QUICK,
 };
 use vmms::{vmms, Vmm};
 
@@ -68,9 +67,6 @@ const USAGE: &str =
 const L2_CLOUD_HYPERVISOR: &str = "/usr/bin/cloud-hypervisor";
 /// The same kernel as an ELF vmlinux (Cloud Hypervisor boots PVH ELF kernels only).
 const VMLINUX: &str = "/ghost/kernel/cloud/vmlinux";
-/// The Debian guest's command line. The guest sees its disk as `/dev/vda` whatever L2 calls
-/// it.
-const DEBIAN_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet panic=-1";
 /// Where a VMM command of the Debian guest names its disk: L2's device (`vda`, `vdb`, ...).
 const DISK: &str = "@DISK@";
 /// The line the Debian image prints at multi-user (`GHOST-READY uptime=<seconds>`).
@@ -383,7 +379,7 @@ fn build_host(
         let disk = disk_name(n);
         host = host.disk(&debian.image).file(
             format!("/ghost/vm/debian-{disk}.toml"),
-            debian_toml(&disk),
+            debian_vm_file("debian", &format!("/dev/{disk}")),
             0o644,
         );
     }

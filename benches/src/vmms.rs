@@ -2,7 +2,9 @@
 //! the passthrough guest and the Debian image (started, then stopped through the guest's ACPI
 //! power button).
 
-use super::{CMDLINE, DEBIAN_CMDLINE, DISK, EDU, KERNEL, L2_CLOUD_HYPERVISOR, NVME, VMLINUX};
+use ghost_tests::testhost::DEBIAN_CMDLINE;
+
+use super::{CMDLINE, DISK, EDU, KERNEL, L2_CLOUD_HYPERVISOR, NVME, VMLINUX};
 
 /// One VMM under test: how it runs the general guest and the passthrough guest.
 pub(super) struct Vmm {

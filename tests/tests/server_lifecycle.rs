@@ -28,13 +28,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ghost_tests::testhost::{
-    DebianImage, RunReport, Scenario, ScenarioResult, TestHost, DEBIAN_READY, DEBIAN_SHELL_READY,
-    L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ,
+    debian_vm_file, DebianImage, RunReport, Scenario, ScenarioResult, TestHost, DEBIAN_CMDLINE,
+    DEBIAN_READY, DEBIAN_SHELL_READY,
 };
-
-/// The guest's kernel command line: root on the first virtio disk, a quiet console (errors
-/// and warnings still show), and a panic ends the VM instead of hanging it.
-const CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet panic=-1";
 
 /// The disks of the scenarios, in `TestHost::disk` order: one pristine copy each.
 const GHOST_DISK: &str = "/dev/vda";
@@ -43,31 +39,6 @@ const QEMU_DISK: &str = "/dev/vdc";
 
 /// How long the guest may take to reach multi-user (30–70 s seen; first boots longer).
 const READY_TIMEOUT_S: u32 = 300;
-
-/// ghost-vmm's VM file for the Debian image on `disk`.
-fn vm_toml(name: &str, disk: &str) -> String {
-    format!(
-        r#"[vm]
-name = "{name}"
-vcpus = 2
-on_reboot = "exit"
-
-[memory]
-size = "1G"
-
-[boot]
-kernel = "{L2_DEBIAN_VMLINUZ}"
-initramfs = "{L2_DEBIAN_INITRD}"
-cmdline = "{CMDLINE}"
-
-[serial]
-mode = "stdio"
-
-[[disk]]
-path = "{disk}"
-"#
-    )
-}
 
 /// L2 shell functions for a guest at its root shell on the serial console:
 /// - `guest_setup VM`: defines, in the guest's shell, `r KEY CMD...` (prints `KEY=<CMD's
@@ -237,7 +208,7 @@ fn qemu_boot_script() -> String {
 [ -b {QEMU_DISK} ] || {{ echo "NO_DISK {QEMU_DISK}"; exit 1; }}
 ghost_mark vm-start
 vm_start {vm} $QEMU -accel kvm -machine q35 -cpu host -smp 2 -m 1G -nographic -no-reboot \
-    -nic none -kernel $GHOST_DEBIAN_KERNEL -initrd $GHOST_DEBIAN_INITRD -append "{CMDLINE}" \
+    -nic none -kernel $GHOST_DEBIAN_KERNEL -initrd $GHOST_DEBIAN_INITRD -append "{DEBIAN_CMDLINE}" \
     -drive file={QEMU_DISK},if=virtio,format=raw -qmp tcp:127.0.0.1:4444,server=on,wait=off
 vm_wait_for {vm} {DEBIAN_READY} {READY_TIMEOUT_S} || {{ vm_kill {vm}; exit 1; }}
 ghost_mark multi-user
@@ -298,12 +269,12 @@ fn run() -> &'static Run {
             .binary("/usr/sbin/debugfs", "/usr/sbin/debugfs")
             .file(
                 "/ghost/vm/debian.toml",
-                vm_toml("debian", GHOST_DISK),
+                debian_vm_file("debian", GHOST_DISK),
                 0o644,
             )
             .file(
                 "/ghost/vm/debian2.toml",
-                vm_toml("debian2", API_DISK),
+                debian_vm_file("debian2", API_DISK),
                 0o644,
             )
             .run(&[

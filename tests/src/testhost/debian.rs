@@ -25,6 +25,38 @@ pub const DEBIAN_READY: &str = "GHOST-READY";
 /// to the console (`vm_send`) run as shell commands.
 pub const DEBIAN_SHELL_READY: &str = "GHOST-SHELL-READY";
 
+/// The image's kernel command line: root on the first virtio disk (the guest's `/dev/vda`
+/// whatever L2 calls the disk), a quiet console (errors and warnings still show), and a panic
+/// ends the VM instead of hanging it.
+pub const DEBIAN_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw quiet panic=-1";
+
+/// ghost-vmm's VM file for the image as VM `name` on L2's disk `disk` (`/dev/vdb`): 2 vCPUs,
+/// 1 GiB, the image's own kernel and initramfs booted directly, the console on stdio (where
+/// `vm_send` types).
+pub fn debian_vm_file(name: &str, disk: &str) -> String {
+    format!(
+        r#"[vm]
+name = "{name}"
+vcpus = 2
+on_reboot = "exit"
+
+[memory]
+size = "1G"
+
+[boot]
+kernel = "{L2_DEBIAN_VMLINUZ}"
+initramfs = "{L2_DEBIAN_INITRD}"
+cmdline = "{DEBIAN_CMDLINE}"
+
+[serial]
+mode = "stdio"
+
+[[disk]]
+path = "{disk}"
+"#
+    )
+}
+
 /// The Debian 12 (bookworm) guest image built by `tests/testhost/debian-image.sh`, with the
 /// files a direct kernel boot needs.
 ///

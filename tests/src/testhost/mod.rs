@@ -35,8 +35,8 @@ mod scenario;
 pub use assets::{Assets, Kernel, KernelFlavor, Module};
 pub use cpio::{Compression, Contents};
 pub use debian::{
-    DebianImage, DEBIAN_READY, DEBIAN_SHELL_READY, L2_DEBIAN_DIR, L2_DEBIAN_INITRD,
-    L2_DEBIAN_VMLINUZ,
+    debian_vm_file, DebianImage, DEBIAN_CMDLINE, DEBIAN_READY, DEBIAN_SHELL_READY, L2_DEBIAN_DIR,
+    L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ,
 };
 pub use error::{Error, Result};
 pub use guest::{
