@@ -16,6 +16,11 @@
 //!
 //! Every vCPU starts directly in 64-bit long mode at the kernel's 64-bit entry point, as the
 //! Linux x86 64-bit boot protocol describes (no firmware, no real-mode setup code).
+//!
+//! The firmware platform (UEFI from flash on a q35 chipset) needs only descriptions, no
+//! loading: [`firmware`] (its memory map, where the flash goes, the `etc/e820` and `bootorder`
+//! fw_cfg files) and [`acpi::firmware_tables`] (the q35 ACPI tables with the linker/loader
+//! script the firmware runs, [`acpi::loader`]).
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("ghost-boot builds x86_64 guests on x86_64 hosts only");
@@ -24,6 +29,7 @@ pub mod acpi;
 pub mod bootparams;
 pub mod cpu;
 pub mod cpuid;
+pub mod firmware;
 pub mod layout;
 pub mod loader;
 pub mod reset_stub;

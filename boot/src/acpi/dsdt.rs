@@ -1,16 +1,17 @@
-//! The DSDT: `\_S5_` and the devices of the direct-boot platform under `\_SB_`, as AML.
+//! The DSDT: `\_S5_` and the devices of the platform under `\_SB_`, as AML.
 //!
 //! - `COM1`: the 16550 UART.
 //! - `RTC_`: the CMOS RTC (PNP0B00).
 //! - `MBRD`: motherboard resources reserving the ECAM.
 //! - `PCI0`: the PCIe host bridge with its windows and INTx routing.
-//! - `GED_` and `PWRB`: the ACPI Generic Event Device (ACPI0013) and the power button
-//!   (PNP0C0C) it notifies. Hardware-reduced ACPI has no fixed power button (no PM1 block, no
-//!   SCI), so the button is a control-method device: the VMM sets [`GED_EVENT_POWER_BUTTON`]
-//!   in the GED's event register ([`GED_MMIO_START`]) and raises [`GED_GSI`]; Linux's
-//!   `acpi-ged` driver runs `_EVT`, which reads (and so clears) the register and sends
-//!   `Notify (PWRB, 0x80)`; the `button` driver turns that into a KEY_POWER input event that
-//!   systemd-logind acts on.
+//! - Direct boot only (hardware-reduced ACPI): `GED_` and `PWRB`, the ACPI Generic Event
+//!   Device (ACPI0013) and the power button (PNP0C0C) it notifies. Hardware-reduced ACPI has no
+//!   fixed power button (no PM1 block, no SCI), so the button is a control-method device: the
+//!   VMM sets [`GED_EVENT_POWER_BUTTON`] in the GED's event register ([`GED_MMIO_START`]) and
+//!   raises [`GED_GSI`]; Linux's `acpi-ged` driver runs `_EVT`, which reads (and so clears) the
+//!   register and sends `Notify (PWRB, 0x80)`; the `button` driver turns that into a KEY_POWER
+//!   input event that systemd-logind acts on. The q35 platform has the fixed-feature button in
+//!   its PM1 block instead, and no GED.
 
 use acpi_tables::aml::{
     self, AddressSpaceCacheable, Device, EISAName, Equal, Field, FieldAccessType, FieldEntry,
@@ -21,19 +22,32 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 
 use super::{
-    table_id, u32_field, AcpiError, DSDT_REVISION, LAST_BUS, OEM_ID, OEM_REVISION, SDT_HEADER_LEN,
+    table_id, u32_field, AcpiError, PciWindows, DSDT_REVISION, LAST_BUS, OEM_ID, OEM_REVISION,
+    SDT_HEADER_LEN,
 };
 use crate::layout::{
-    ACPI_S5_SLP_TYP, CMOS_PORT, CMOS_PORT_LEN, COM1_GSI, COM1_PORT, GED_EVENT_POWER_BUTTON,
-    GED_EVENT_REGISTER_LEN, GED_GSI, GED_MMIO_START, PCI_ECAM_SIZE, PCI_ECAM_START,
-    PCI_MMIO32_SIZE, PCI_MMIO32_START, RTC_GSI,
+    CMOS_PORT, CMOS_PORT_LEN, COM1_GSI, COM1_PORT, GED_EVENT_POWER_BUTTON, GED_EVENT_REGISTER_LEN,
+    GED_GSI, GED_MMIO_START, RTC_GSI,
 };
+
+/// How the platform's power button reaches the OS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PowerButton {
+    /// A control-method button behind the GED (hardware-reduced ACPI).
+    Ged,
+    /// The fixed-feature button in the PM1 block (nothing in the DSDT).
+    Fixed,
+}
 
 /// ACPI notification value for a control-method power button: "button pressed".
 const NOTIFY_BUTTON_PRESSED: u8 = 0x80;
 
-/// DSDT: `\_S5_` for soft-off and the devices under `\_SB_`.
-pub(super) fn dsdt(pci_mmio64: (u64, u64)) -> Result<Vec<u8>, AcpiError> {
+/// DSDT: `\_S5_` (soft-off with sleep type `s5_slp_typ`) and the devices under `\_SB_`.
+pub(super) fn dsdt(
+    pci: &PciWindows,
+    s5_slp_typ: u8,
+    button: PowerButton,
+) -> Result<Vec<u8>, AcpiError> {
     let mut dsdt = Sdt::new(
         *b"DSDT",
         SDT_HEADER_LEN,
@@ -46,63 +60,63 @@ pub(super) fn dsdt(pci_mmio64: (u64, u64)) -> Result<Vec<u8>, AcpiError> {
     // \_S5_: Package { SLP_TYPa, SLP_TYPb, reserved, reserved }.
     Name::new(
         Path::new("_S5_"),
-        &Package::new(vec![&ACPI_S5_SLP_TYP, &aml::ZERO, &aml::ZERO, &aml::ZERO]),
+        &Package::new(vec![&s5_slp_typ, &aml::ZERO, &aml::ZERO, &aml::ZERO]),
     )
     .to_aml_bytes(&mut body);
     body.extend(Scope::raw(
         Path::new("\\_SB_"),
-        system_bus_devices(pci_mmio64)?,
+        system_bus_devices(pci, button)?,
     ));
     dsdt.append_slice(&body);
     Ok(dsdt.as_slice().to_vec())
 }
 
 /// AML of the devices in `\_SB_`.
-fn system_bus_devices(pci_mmio64: (u64, u64)) -> Result<Vec<u8>, AcpiError> {
+fn system_bus_devices(pci: &PciWindows, button: PowerButton) -> Result<Vec<u8>, AcpiError> {
     let mut sb = Vec::new();
     com1(&mut sb);
     cmos_rtc(&mut sb);
-    motherboard_resources(&mut sb)?;
-    pci_host_bridge(&mut sb, pci_mmio64)?;
-    generic_event_device(&mut sb)?;
-    power_button(&mut sb);
+    motherboard_resources(&mut sb, pci)?;
+    pci_host_bridge(&mut sb, pci)?;
+    if button == PowerButton::Ged {
+        generic_event_device(&mut sb)?;
+        power_button(&mut sb);
+    }
     Ok(sb)
 }
 
 /// `\_SB_.PCI0`: the PCIe host bridge of segment 0, bus 0. Its `_CRS` gives the windows the
-/// OS may place BARs in: all I/O ports but the 0xCF8 config ports, the 32-bit window
-/// [`PCI_MMIO32_START`] and the 64-bit window above RAM. `_CBA` points at the ECAM (also in
-/// the MCFG) for OSes that look there.
-fn pci_host_bridge(
-    sink: &mut Vec<u8>,
-    (mmio64_start, mmio64_size): (u64, u64),
-) -> Result<(), AcpiError> {
+/// OS may place BARs in: all I/O ports but the 0xCF8 config ports, the 32-bit windows and
+/// the 64-bit window of `pci`. `_CBA` points at the ECAM (also in the MCFG) for OSes that look
+/// there.
+fn pci_host_bridge(sink: &mut Vec<u8>, pci: &PciWindows) -> Result<(), AcpiError> {
     let bus = aml::AddressSpace::<u16>::new_bus_number(0, u16::from(LAST_BUS));
     let config_ports = IO::new(0xcf8, 0xcf8, 1, 8);
     let io_low = aml::AddressSpace::<u16>::new_io(0x0000, 0x0cf7, None);
     let io_high = aml::AddressSpace::<u16>::new_io(0x0d00, 0xffff, None);
-    let mmio32 = aml::AddressSpace::<u32>::new_memory(
-        AddressSpaceCacheable::NotCacheable,
-        true,
-        u32_field("PCI 32-bit window", PCI_MMIO32_START)?,
-        u32_field("PCI 32-bit window", PCI_MMIO32_START + PCI_MMIO32_SIZE - 1)?,
-        None,
-    );
-    let mmio64 = aml::AddressSpace::<u64>::new_memory(
-        AddressSpaceCacheable::Cacheable,
-        true,
-        mmio64_start,
-        mmio64_start + mmio64_size - 1,
-        None,
-    );
-    let crs = ResourceTemplate::new(vec![
-        &bus,
-        &config_ports,
-        &io_low,
-        &io_high,
-        &mmio32,
-        &mmio64,
-    ]);
+    let mut mmio32 = Vec::with_capacity(pci.mmio32.len());
+    for &(start, size) in &pci.mmio32 {
+        mmio32.push(aml::AddressSpace::<u32>::new_memory(
+            AddressSpaceCacheable::NotCacheable,
+            true,
+            u32_field("PCI 32-bit window", start)?,
+            u32_field("PCI 32-bit window", start + size - 1)?,
+            None,
+        ));
+    }
+    let mmio64 = pci.mmio64.map(|(start, size)| {
+        aml::AddressSpace::<u64>::new_memory(
+            AddressSpaceCacheable::Cacheable,
+            true,
+            start,
+            start + size - 1,
+            None,
+        )
+    });
+    let mut resources: Vec<&dyn Aml> = vec![&bus, &config_ports, &io_low, &io_high];
+    resources.extend(mmio32.iter().map(|w| w as &dyn Aml));
+    resources.extend(mmio64.iter().map(|w| w as &dyn Aml));
+    let crs = ResourceTemplate::new(resources);
     // _PRT: every slot's INTA#..INTD# straight to IOAPIC GSIs (no link devices).
     let routes: Vec<(u32, u8, u32)> = (0..32u8)
         .flat_map(|slot| {
@@ -129,7 +143,7 @@ fn pci_host_bridge(
             &Name::new(Path::new("_SEG"), &aml::ZERO),
             &Name::new(Path::new("_UID"), &aml::ZERO),
             &Name::new(Path::new("_BBN"), &aml::ZERO),
-            &Name::new(Path::new("_CBA"), &PCI_ECAM_START),
+            &Name::new(Path::new("_CBA"), &pci.ecam_base),
             &Name::new(Path::new("_CRS"), &crs),
             &Name::new(Path::new("_PRT"), &prt),
         ],
@@ -177,11 +191,11 @@ fn cmos_rtc(sink: &mut Vec<u8>) {
 
 /// `\_SB_.MBRD`: motherboard resources (PNP0C02) reserving the ECAM window, which is how Linux
 /// validates the MCFG once ACPI is up (`is_acpi_reserved()` in arch/x86/pci/mmconfig-shared.c).
-fn motherboard_resources(sink: &mut Vec<u8>) -> Result<(), AcpiError> {
+fn motherboard_resources(sink: &mut Vec<u8>, pci: &PciWindows) -> Result<(), AcpiError> {
     let ecam = Memory32Fixed::new(
         false,
-        u32_field("PCI ECAM base", PCI_ECAM_START)?,
-        u32_field("PCI ECAM size", PCI_ECAM_SIZE)?,
+        u32_field("PCI ECAM base", pci.ecam_base)?,
+        u32_field("PCI ECAM size", pci.ecam_size)?,
     );
     let crs = ResourceTemplate::new(vec![&ecam]);
     Device::new(

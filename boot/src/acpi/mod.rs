@@ -42,15 +42,45 @@ use zerocopy::little_endian::{U16, U32};
 use zerocopy::{Immutable, IntoBytes};
 
 use crate::layout::{
-    ACPI_END, ACPI_POWER_PORT, ACPI_RESET_VALUE, ACPI_START, CMOS_CENTURY_INDEX, IOAPIC_START,
-    LAPIC_START, PCI_ECAM_SIZE, PCI_ECAM_START,
+    ACPI_END, ACPI_POWER_PORT, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_START, CMOS_CENTURY_INDEX,
+    IOAPIC_START, LAPIC_START, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START,
 };
 
 mod dsdt;
+pub mod firmware;
+#[cfg(test)]
+mod firmware_tests;
+pub mod loader;
 #[cfg(test)]
 mod tests;
 
-use dsdt::dsdt;
+use dsdt::{dsdt, PowerButton};
+pub use firmware::{firmware_tables, FirmwareAcpi, Q35Platform};
+
+/// The PCI host bridge's address windows, as the DSDT and MCFG describe them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciWindows {
+    /// Base of the ECAM (segment 0, bus 0 up).
+    pub ecam_base: u64,
+    /// Size of the ECAM window the chipset decodes (reserved as motherboard resources).
+    pub ecam_size: u64,
+    /// 32-bit memory windows, `(start, size)`.
+    pub mmio32: Vec<(u64, u64)>,
+    /// The 64-bit memory window, `(start, size)`, if any.
+    pub mmio64: Option<(u64, u64)>,
+}
+
+impl PciWindows {
+    /// The direct-boot platform's fixed windows, with the 64-bit window `mmio64`.
+    pub fn direct(mmio64: (u64, u64)) -> Self {
+        Self {
+            ecam_base: PCI_ECAM_START,
+            ecam_size: PCI_ECAM_SIZE,
+            mmio32: vec![(PCI_MMIO32_START, PCI_MMIO32_SIZE)],
+            mmio64: Some(mmio64),
+        }
+    }
+}
 
 /// OEM ID in every table header.
 pub const OEM_ID: [u8; 6] = *b"GHOSTV";
@@ -209,10 +239,11 @@ pub fn create_acpi_tables<M: GuestMemoryBackend>(
         next: ACPI_START + TABLES_OFFSET,
     };
 
-    let dsdt = writer.place(&dsdt(pci_mmio64)?)?;
+    let pci = PciWindows::direct(pci_mmio64);
+    let dsdt = writer.place(&dsdt(&pci, ACPI_S5_SLP_TYP, PowerButton::Ged)?)?;
     let fadt = writer.place(&fadt(dsdt))?;
-    let madt = writer.place(&madt(u32::from(vcpus))?)?;
-    let mcfg = writer.place(&mcfg())?;
+    let madt = writer.place(&madt(u32::from(vcpus), &[])?)?;
+    let mcfg = writer.place(&mcfg(pci.ecam_base))?;
 
     let mut xsdt = XSDT::new(OEM_ID, table_id(b"XSDT"), OEM_REVISION);
     for table in [fadt, madt, mcfg] {
@@ -308,7 +339,8 @@ fn fadt(dsdt: GuestAddress) -> Vec<u8> {
 /// MADT: one enabled local APIC per vCPU (APIC ID = processor UID = vCPU index), the IOAPIC at
 /// GSI 0, and ISA IRQ 0 → GSI 2. Flags are 0: PCAT_COMPAT is clear because there is no 8259
 /// pair (Linux does not read the flag; hardware-reduced mode already uses the null PIC).
-fn madt(vcpus: u32) -> Result<Vec<u8>, AcpiError> {
+/// `overrides` are further Interrupt Source Overrides `(ISA IRQ, GSI, MPS INTI flags)`.
+fn madt(vcpus: u32, overrides: &[(u8, u32, u16)]) -> Result<Vec<u8>, AcpiError> {
     let mut madt = MADT::new(
         OEM_ID,
         table_id(b"APIC"),
@@ -328,6 +360,9 @@ fn madt(vcpus: u32) -> Result<Vec<u8>, AcpiError> {
         PIT_GSI,
         MPS_INTI_CONFORMS,
     ));
+    for &(irq, gsi, flags) in overrides {
+        madt.add_structure(InterruptSourceOverride::new(irq, gsi, flags));
+    }
     Ok(aml_bytes(&madt))
 }
 
@@ -350,9 +385,10 @@ const LAST_BUS: u8 = 0;
 /// number and, at boot, probes every slot of every bus up to it through 0xCF8/0xCFC
 /// (`pcibios_fixup_peer_bridges`): 255 empty buses cost 16 000 exits, over a second of boot
 /// under nested virtualization (counted with `ghost-vmm run --exit-stats`).
-fn mcfg() -> Vec<u8> {
+fn mcfg(ecam_base: u64) -> Vec<u8> {
     let mut mcfg = MCFG::new(OEM_ID, table_id(b"MCFG"), OEM_REVISION);
-    const _: () = assert!(((LAST_BUS as u64) + 1) << 20 <= PCI_ECAM_SIZE);
-    mcfg.add_ecam(PCI_ECAM_START, 0, 0, LAST_BUS);
+    // The smallest ECAM a q35 PCIEXBAR decodes (64 MiB) still holds every bus described.
+    const _: () = assert!(((LAST_BUS as u64) + 1) << 20 <= 64 << 20);
+    mcfg.add_ecam(ecam_base, 0, 0, LAST_BUS);
     aml_bytes(&mcfg)
 }

@@ -155,10 +155,14 @@ fn disassembled_dsdt() -> String {
     let mem = guest_memory(256 * MIB);
     let tables = tables(&mem, create_acpi_tables(&mem, 2, MMIO64).expect("tables"));
     let fadt = find(&tables, b"FACP");
-    let dsdt = table(&mem, u64_at(&fadt, 140));
+    disassemble(&table(&mem, u64_at(&fadt, 140)))
+}
+
+/// `dsdt` as ASL (iasl's comments dropped, whitespace collapsed).
+pub(super) fn disassemble(dsdt: &[u8]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let aml = dir.path().join("dsdt.aml");
-    std::fs::write(&aml, &dsdt).expect("write dsdt.aml");
+    std::fs::write(&aml, dsdt).expect("write dsdt.aml");
     let out = std::process::Command::new("iasl")
         .arg("-d")
         .arg(&aml)

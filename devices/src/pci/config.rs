@@ -303,6 +303,17 @@ impl PciConfiguration {
         *r = (*r & !(0xff << shift)) | (u32::from(value) << shift);
     }
 
+    /// Declares a device-specific register: the dword at `offset & !3` starts as `value` and
+    /// the guest may change the bits set in `writable`. For chipset registers beyond the
+    /// standard header (the q35 host bridge's PCIEXBAR, the LPC bridge's PMBASE).
+    pub fn set_register(&mut self, offset: u16, value: u32, writable: u32) {
+        let i = usize::from(offset) / 4;
+        if let (Some(r), Some(w)) = (self.registers.get_mut(i), self.writable.get_mut(i)) {
+            *r = value;
+            *w = writable;
+        }
+    }
+
     /// Reads the 32-bit register at byte `offset & !3`.
     pub fn read_dword(&self, offset: u16) -> u32 {
         self.registers

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use super::config::{read_from_dword, PciConfiguration, COMMAND_MEMORY};
 use super::{DevFn, PciDevice, PciHeader};
 use crate::bus::{Bus, BusDevice};
+use crate::q35::ResetControl;
 
 /// Errors from adding functions to the bus.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,6 +138,19 @@ impl PciRoot {
         Some(device)
     }
 
+    /// Every BAR window on the MMIO bus now, `(base, size)`, in address order: what the
+    /// firmware assigned, for the ACPI tables written after it enumerated the bus.
+    pub fn bar_windows(&self) -> Vec<(u64, u64)> {
+        let mut windows: Vec<(u64, u64)> = self
+            .mapped
+            .values()
+            .flatten()
+            .map(|&(_, base, size)| (base, size))
+            .collect();
+        windows.sort_unstable();
+        windows
+    }
+
     /// Config read; absent functions read all ones.
     pub fn config_read(&self, devfn: DevFn, offset: u16, data: &mut [u8]) {
         let Some(device) = self.functions.get(&devfn) else {
@@ -235,6 +249,7 @@ fn valid_access(offset: u16, len: usize) -> bool {
 pub struct PciConfigIo {
     root: Arc<Mutex<PciRoot>>,
     address: u32,
+    reset: Option<ResetControl>,
 }
 
 /// First port of [`PciConfigIo`].
@@ -245,7 +260,18 @@ pub const CONFIG_IO_LEN: u64 = 8;
 impl PciConfigIo {
     /// The port pair for `root`.
     pub fn new(root: Arc<Mutex<PciRoot>>) -> Self {
-        Self { root, address: 0 }
+        Self {
+            root,
+            address: 0,
+            reset: None,
+        }
+    }
+
+    /// The port pair with the chipset's reset control register at 0xCF9 (byte accesses to
+    /// the config address dword's second byte go to it, as on ICH9).
+    pub fn with_reset_control(mut self, reset: ResetControl) -> Self {
+        self.reset = Some(reset);
+        self
     }
 
     /// The function and register the address register selects, if enabled and on bus 0.
@@ -262,6 +288,22 @@ impl PciConfigIo {
 
 impl BusDevice for PciConfigIo {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+        match (offset, &self.reset) {
+            (1, Some(reset)) if data.len() == 1 => data[0] = reset.read(),
+            _ => self.read_config(offset, data),
+        }
+    }
+
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        match (offset, &mut self.reset) {
+            (1, Some(reset)) if data.len() == 1 => reset.write(data[0]),
+            _ => self.write_config(offset, data),
+        }
+    }
+}
+
+impl PciConfigIo {
+    fn read_config(&mut self, offset: u64, data: &mut [u8]) {
         match offset {
             0..=3 => read_from_dword(self.address, offset as u16, data),
             _ => match self.target(offset - 4) {
@@ -271,7 +313,7 @@ impl BusDevice for PciConfigIo {
         }
     }
 
-    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
         match offset {
             0 if data.len() == 4 => {
                 self.address = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
