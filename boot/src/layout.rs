@@ -10,6 +10,7 @@
 //! 0x0002_0000  kernel command line     (CMDLINE_START, CMDLINE_MAX_SIZE)
 //! 0x0009_fc00  EBDA start: reserved up to 1 MiB
 //! 0x000e_0000  ACPI RSDP and tables    (ACPI_START .. ACPI_END)
+//! 0x000f_0000  SMBIOS entry point      (SMBIOS_START), its tables from SMBIOS_TABLES_START
 //! 0x000f_fff0  reset entry stub        (BIOS_RESET_ENTRY): writes the ACPI reset register
 //! 0x0010_0000  kernel (bzImage protected-mode part) (HIMEM_START)
 //! ...          RAM
@@ -49,6 +50,12 @@ pub const ACPI_END: u64 = 0xf_0000;
 /// (F000:FFF0, physical [`BIOS_RESET_ENTRY`]) when it reboots through the "BIOS" method, which
 /// it picks on hardware-reduced ACPI without EFI. See `crate::reset_stub`.
 pub const BIOS_AREA_START: u64 = 0xf_0000;
+/// The SMBIOS 3.0 entry point of a direct kernel boot: in the legacy BIOS area, 16-byte
+/// aligned, where Linux's `dmi_scan` looks for `_SM3_` when there is no EFI.
+pub const SMBIOS_START: u64 = BIOS_AREA_START;
+/// The SMBIOS structure table of a direct kernel boot, after its entry point; it must end at
+/// or before [`BIOS_RESET_ENTRY`].
+pub const SMBIOS_TABLES_START: u64 = SMBIOS_START + 0x20;
 /// Physical address of the real-mode reset entry point F000:FFF0.
 pub const BIOS_RESET_ENTRY: u64 = 0xf_fff0;
 /// Where the protected-mode kernel is loaded (1 MiB).
@@ -134,6 +141,8 @@ const _: () = {
     assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
     assert!(EBDA_START <= ACPI_START && ACPI_END <= BIOS_AREA_START);
     assert!(BIOS_AREA_START <= BIOS_RESET_ENTRY && BIOS_RESET_ENTRY + 16 <= HIMEM_START);
+    assert!(ACPI_END <= SMBIOS_START && SMBIOS_START & 0xf == 0);
+    assert!(SMBIOS_START + 24 <= SMBIOS_TABLES_START && SMBIOS_TABLES_START < BIOS_RESET_ENTRY);
     assert!(PCI_MMIO32_START + PCI_MMIO32_SIZE <= PCI_ECAM_START);
     assert!(PCI_ECAM_START + PCI_ECAM_SIZE <= IOAPIC_START);
     assert!(MMIO_HOLE_START <= PCI_MMIO32_START && MMIO_HOLE_END == RAM_HIGH_START);

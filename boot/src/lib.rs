@@ -14,6 +14,10 @@
 //!    [`cpu::boot_sregs`], [`cpu::boot_fpu`], [`cpu::boot_msrs`] and [`cpuid::filter_cpuid`],
 //!    which the VMM applies with its vCPU fds.
 //!
+//! [`smbios`] builds the SMBIOS tables (system vendor `ghost-vmm`, product = the VM's name, a
+//! UUID stable per VM): as fw_cfg blobs for UEFI firmware, or written at 0xF0000 for a direct
+//! kernel boot.
+//!
 //! Every vCPU starts directly in 64-bit long mode at the kernel's 64-bit entry point, as the
 //! Linux x86 64-bit boot protocol describes (no firmware, no real-mode setup code).
 //!
@@ -33,6 +37,7 @@ pub mod firmware;
 pub mod layout;
 pub mod loader;
 pub mod reset_stub;
+pub mod smbios;
 
 pub use layout::ram_regions;
 
@@ -54,6 +59,9 @@ pub enum BootError {
     /// Writing the boot GDT or page tables failed.
     #[error("cannot prepare the boot CPU state")]
     Cpu(#[from] cpu::CpuError),
+    /// Building or writing the SMBIOS tables failed.
+    #[error("cannot build the SMBIOS tables")]
+    Smbios(#[from] smbios::SmbiosError),
     /// Building a vCPU's CPUID failed.
     #[error("cannot build the guest CPUID")]
     Cpuid(#[from] cpuid::CpuidError),

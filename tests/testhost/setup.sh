@@ -34,8 +34,9 @@ die() { echo "testhost-setup: error: $*" >&2; exit 1; }
 # 1. Host packages.
 # ---------------------------------------------------------------------------
 packages=(qemu-system-x86 ipxe-qemu busybox-static cpio gzip xz-utils zstd lz4 kmod e2fsprogs
-    acpica-tools systemd) # acpica-tools: iasl, which the ACPI unit tests disassemble the DSDT
-# with; systemd: systemd-analyze, which verifies the shipped unit file
+    acpica-tools systemd dmidecode) # acpica-tools: iasl, which the ACPI unit tests disassemble
+# the DSDT with; systemd: systemd-analyze, which verifies the shipped unit file; dmidecode: the
+# SMBIOS unit tests decode ghost-boot's tables with it
 sudo=""
 [[ $(id -u) == 0 ]] || sudo=sudo
 apt_update() { $sudo apt-get -q -o DPkg::Lock::Timeout=600 update >&2; }
