@@ -4,8 +4,9 @@
 //! that dispatches an exit to a device by address, and the emulated platform devices
 //! ([`serial::SerialDevice`], [`power::AcpiPowerDevice`], [`ged::GedDevice`] (the ACPI power
 //! button's event device), [`i8042::I8042Device`], [`boot_timer::BootTimer`], the CMOS clock
-//! and NVRAM [`rtc::Rtc`]), and the q35 chipset personality UEFI firmware expects ([`q35`]: MCH,
-//! ICH9 LPC, its ACPI PM block, the 0xCF9 reset register).
+//! and NVRAM [`rtc::Rtc`], QEMU's firmware configuration device [`fw_cfg::FwCfg`] that
+//! OVMF reads the machine from), and the q35 chipset personality UEFI firmware expects
+//! ([`q35`]: MCH, ICH9 LPC, its ACPI PM block, the 0xCF9 reset register).
 //! It never links KVM: interrupts leave a device through `EventFd`s that the VMM wires to
 //! KVM (irqfd), and power actions through a [`power::PowerHandler`].
 //!
@@ -13,6 +14,7 @@
 
 pub mod boot_timer;
 pub mod bus;
+pub mod fw_cfg;
 pub mod ged;
 pub mod i8042;
 pub mod pci;
