@@ -26,9 +26,9 @@ pub(crate) fn load_kernel(
     mem: &GuestMemoryMmap,
     config: &VmConfig,
 ) -> Result<loader::KernelEntry, VmmError> {
-    let path = &config.boot.kernel;
+    let path = config.boot.kernel.as_deref().unwrap_or(Path::new(""));
     loader::load_kernel(mem, &mut open("boot.kernel", path)?).map_err(|source| VmmError::Kernel {
-        path: path.clone(),
+        path: path.to_owned(),
         source,
     })
 }
@@ -58,7 +58,7 @@ pub(crate) fn load_guest(
         mem,
         &BootParamsConfig {
             kernel: &kernel,
-            cmdline: &config.boot.cmdline,
+            cmdline: config.boot.cmdline(),
             initramfs,
             ram_size: config.memory.size.bytes(),
             rsdp: Some(rsdp),

@@ -9,6 +9,7 @@
 
 mod duration;
 mod error;
+mod firmware;
 mod mac;
 mod messages;
 mod pci;
@@ -25,11 +26,12 @@ use std::path::{Path, PathBuf};
 pub use duration::TimeSpan;
 pub(crate) use error::io_reason;
 pub use error::{ConfigError, Location, ParseValueError};
+pub use firmware::{FirmwareImage, FV_SIGNATURE_OFFSET};
 pub use mac::MacAddr;
 pub use pci::PciAddress;
 pub use sections::{
-    console_socket_of, BootConfig, DiskConfig, MemoryConfig, NetConfig, OnReboot, SerialConfig,
-    SerialMode, VfioConfig, VmConfig, VmSection, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB,
+    console_socket_of, BootConfig, BootMode, DiskConfig, MemoryConfig, NetConfig, OnReboot,
+    SerialConfig, SerialMode, VfioConfig, VmConfig, VmSection, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB,
     DEFAULT_STOP_TIMEOUT, VCPUS_RANGE,
 };
 pub use size::{ByteSize, HugepageSize};
@@ -79,13 +81,27 @@ impl VmConfig {
                 *p = base.join(&*p);
             }
         };
-        let paths = std::iter::once(&mut self.boot.kernel)
-            .chain(self.boot.initramfs.as_mut())
+        let boot = &mut self.boot;
+        if boot.firmware.is_some() && boot.firmware_vars.is_none() {
+            boot.firmware_vars = Some(PathBuf::from(format!("{}.vars", self.vm.name)));
+        }
+        let paths = (boot.kernel.iter_mut())
+            .chain(boot.initramfs.as_mut())
+            .chain(boot.firmware.as_mut())
+            .chain(boot.firmware_vars.as_mut())
+            .chain(boot.firmware_vars_template.as_mut())
             .chain(self.serial.path.as_mut())
             .chain(self.vm.control_socket.as_mut())
             .chain(self.disk.iter_mut().map(|d| &mut d.path))
             .chain(self.vfio.iter_mut().filter_map(|v| v.rom.as_mut()));
         paths.for_each(resolve);
+        if self.boot.firmware_vars_template.is_none() {
+            self.boot.firmware_vars_template = self
+                .boot
+                .firmware
+                .as_deref()
+                .and_then(firmware::vars_beside);
+        }
     }
 }
 

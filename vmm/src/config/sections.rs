@@ -145,18 +145,80 @@ impl Default for MemoryConfig {
     }
 }
 
-/// `[boot]`.
+/// `[boot]`: either direct kernel boot (`kernel`, `initramfs`, `cmdline`) or UEFI firmware
+/// from flash (`firmware`, `firmware_vars`, `firmware_vars_template`); see [`BootMode`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootConfig {
     /// The guest kernel: a bzImage or an ELF vmlinux.
-    pub kernel: PathBuf,
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
     /// An initramfs (cpio, possibly compressed).
     #[serde(default)]
     pub initramfs: Option<PathBuf>,
-    /// The kernel command line (default `console=ttyS0`).
-    #[serde(default = "default_cmdline")]
-    pub cmdline: String,
+    /// The kernel command line (default [`DEFAULT_CMDLINE`]).
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// A UEFI firmware CODE image (e.g. Debian's `/usr/share/OVMF/OVMF_CODE_4M.fd`), mapped
+    /// read-only below 4 GiB.
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
+    /// This VM's UEFI variable store (flash the firmware writes); created from
+    /// `firmware_vars_template` when missing. Default: `NAME.vars` beside the VM file.
+    #[serde(default)]
+    pub firmware_vars: Option<PathBuf>,
+    /// The empty variable store a new `firmware_vars` is copied from. Default: the VARS image
+    /// beside `firmware` (`OVMF_CODE_4M.fd` → `OVMF_VARS_4M.fd`).
+    #[serde(default)]
+    pub firmware_vars_template: Option<PathBuf>,
+}
+
+/// How the VM boots, once `[boot]` is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMode<'a> {
+    /// The kernel is loaded by the VMM and entered in 64-bit mode.
+    Kernel {
+        /// The kernel image.
+        kernel: &'a Path,
+        /// The initramfs.
+        initramfs: Option<&'a Path>,
+        /// The command line.
+        cmdline: &'a str,
+    },
+    /// UEFI firmware from flash boots whatever the disks hold.
+    Firmware {
+        /// The CODE image.
+        code: &'a Path,
+        /// The variable store.
+        vars: &'a Path,
+        /// Where a missing variable store is copied from (`None`: no template was found
+        /// beside the CODE image, which validation allows only when `vars` exists).
+        template: Option<&'a Path>,
+    },
+}
+
+impl BootConfig {
+    /// The kernel command line, with its default.
+    pub fn cmdline(&self) -> &str {
+        self.cmdline.as_deref().unwrap_or(DEFAULT_CMDLINE)
+    }
+
+    /// How this VM boots. Firmware boot when `firmware` is set (validation refuses it next to
+    /// kernel keys), else direct kernel boot (validation requires `kernel`).
+    pub fn mode(&self) -> BootMode<'_> {
+        match (&self.firmware, &self.kernel) {
+            (Some(code), _) => BootMode::Firmware {
+                code,
+                vars: self.firmware_vars.as_deref().unwrap_or(Path::new("")),
+                template: self.firmware_vars_template.as_deref(),
+            },
+            (None, kernel) => BootMode::Kernel {
+                kernel: kernel.as_deref().unwrap_or(Path::new("")),
+                initramfs: self.initramfs.as_deref(),
+                cmdline: self.cmdline(),
+            },
+        }
+    }
 }
 
 /// `[serial]`: the guest's COM1.
@@ -261,10 +323,6 @@ fn default_vcpus() -> u8 {
 
 fn default_memory_size() -> ByteSize {
     ByteSize::from_bytes(DEFAULT_MEMORY_MIB << 20)
-}
-
-fn default_cmdline() -> String {
-    DEFAULT_CMDLINE.to_owned()
 }
 
 fn default_true() -> bool {

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use super::error::{io_reason, ConfigError};
-use super::sections::{SerialMode, VmConfig, VCPUS_RANGE};
+use super::sections::{BootMode, SerialMode, VmConfig, VCPUS_RANGE};
 use super::size::ByteSize;
 use crate::host::{format_cpulist, Host};
 
@@ -119,27 +119,25 @@ impl VmConfig {
     }
 
     fn check_boot(&self) -> Check {
-        check_readable_file("boot.kernel", &self.boot.kernel)?;
-        if let Some(initramfs) = &self.boot.initramfs {
-            check_readable_file("boot.initramfs", initramfs)?;
+        match self.boot.mode() {
+            BootMode::Firmware { code, vars, .. } => super::firmware::check(&self.boot, code, vars),
+            BootMode::Kernel {
+                initramfs, cmdline, ..
+            } => {
+                let Some(kernel) = &self.boot.kernel else {
+                    return Err(ConfigError::invalid(
+                        "boot",
+                        "set `kernel` (direct kernel boot) or `firmware` (UEFI boot from the \
+                         disks)",
+                    ));
+                };
+                check_readable_file("boot.kernel", kernel)?;
+                if let Some(initramfs) = initramfs {
+                    check_readable_file("boot.initramfs", initramfs)?;
+                }
+                check_cmdline(cmdline)
+            }
         }
-        let cmdline = &self.boot.cmdline;
-        if cmdline.len() > MAX_CMDLINE_LEN {
-            return Err(ConfigError::invalid(
-                "boot.cmdline",
-                format!(
-                    "is {} bytes long (at most {MAX_CMDLINE_LEN})",
-                    cmdline.len()
-                ),
-            ));
-        }
-        if cmdline.contains('\0') {
-            return Err(ConfigError::invalid(
-                "boot.cmdline",
-                "contains a NUL character",
-            ));
-        }
-        Ok(())
     }
 
     fn check_serial(&self) -> Check {
@@ -304,6 +302,25 @@ fn check_tap_name(index: usize, tap: &str) -> Check {
 }
 
 /// A regular file that this process can open for reading.
+fn check_cmdline(cmdline: &str) -> Check {
+    if cmdline.len() > MAX_CMDLINE_LEN {
+        return Err(ConfigError::invalid(
+            "boot.cmdline",
+            format!(
+                "is {} bytes long (at most {MAX_CMDLINE_LEN})",
+                cmdline.len()
+            ),
+        ));
+    }
+    if cmdline.contains('\0') {
+        return Err(ConfigError::invalid(
+            "boot.cmdline",
+            "contains a NUL character",
+        ));
+    }
+    Ok(())
+}
+
 fn check_readable_file(key: &str, path: &Path) -> Check {
     let cannot = |why: String| {
         Err(ConfigError::invalid(

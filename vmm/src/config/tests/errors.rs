@@ -88,11 +88,14 @@ fn unknown_keys_in_every_section() {
         };
         assert_error(&e, if section == "cpu" { 6 } else { 7 }, &[&expected]);
     }
-    let e = error(&format!("{MINIMAL}firmware = \"OVMF.fd\"\n"));
+    let e = error(&format!("{MINIMAL}bios = \"OVMF.fd\"\n"));
     assert_error(
         &e,
         6,
-        &["unknown key `firmware` in [boot] (expected one of kernel, initramfs, cmdline)"],
+        &[
+            "unknown key `bios` in [boot] (expected one of kernel, initramfs, cmdline, firmware, \
+           firmware_vars, firmware_vars_template)",
+        ],
     );
     let e = error("[vm]\nname = \"a\"\n[boot]\nkernel = \"vmlinuz\"\nkernal = \"x\"\n");
     assert_error(&e, 5, &["unknown key `kernal` in [boot]"]);
@@ -120,7 +123,7 @@ fn missing_sections_and_keys() {
     assert_error(
         &e,
         3,
-        &["boot.kernel: required key `kernel` is missing from [boot]"],
+        &["boot: set `kernel` (direct kernel boot) or `firmware` (UEFI boot from the disks)"],
     );
     let e = error(&with(
         "[[disk]]\npath = \"root.img\"\n[[disk]]\nreadonly = true\n",

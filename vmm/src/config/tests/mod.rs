@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod errors;
+mod firmware;
 mod parse;
 mod validate;
 mod values;

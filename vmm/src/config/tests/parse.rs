@@ -78,9 +78,9 @@ fn minimal_file_gets_the_defaults() {
     assert!(!c.memory.hugepages);
     assert_eq!(c.memory.hugepage_size, HugepageSize::Size2M);
     assert!(!c.memory.prefault);
-    assert_eq!(c.boot.kernel, fixture.path("vmlinuz"));
+    assert_eq!(c.boot.kernel, Some(fixture.path("vmlinuz")));
     assert_eq!(c.boot.initramfs, None);
-    assert_eq!(c.boot.cmdline, DEFAULT_CMDLINE);
+    assert_eq!(c.boot.cmdline(), DEFAULT_CMDLINE);
     assert_eq!(c.serial.mode, SerialMode::Stdio);
     assert_eq!(c.serial.path, None);
     assert!(c.disk.is_empty() && c.net.is_empty() && c.vfio.is_empty());
@@ -102,9 +102,9 @@ fn every_key() {
     assert!(c.memory.hugepages);
     assert_eq!(c.memory.hugepage_size, HugepageSize::Size1G);
     assert!(c.memory.prefault);
-    assert_eq!(c.boot.kernel, fixture.path("vmlinuz"));
+    assert_eq!(c.boot.kernel, Some(fixture.path("vmlinuz")));
     assert_eq!(c.boot.initramfs, Some(fixture.path("initrd.img")));
-    assert_eq!(c.boot.cmdline, "console=ttyS0 root=/dev/vda rw");
+    assert_eq!(c.boot.cmdline(), "console=ttyS0 root=/dev/vda rw");
     assert_eq!(c.serial.mode, SerialMode::File);
     assert_eq!(c.serial.path, Some(fixture.path("console.log")));
     assert_eq!(c.disk.len(), 2);
@@ -183,7 +183,7 @@ fn relative_paths_are_relative_to_the_file() {
         initrd.display().to_string()
     );
     let c = VmConfig::from_toml(&text, &file).unwrap();
-    assert_eq!(c.boot.kernel, sub.join("../vmlinuz"));
+    assert_eq!(c.boot.kernel, Some(sub.join("../vmlinuz")));
     assert_eq!(c.boot.initramfs.as_deref(), Some(initrd.as_path()));
     // And it validates: ../vmlinuz exists.
     c.validate_on(&fixture.host()).unwrap();
@@ -192,10 +192,11 @@ fn relative_paths_are_relative_to_the_file() {
 #[test]
 fn a_file_named_without_folder_resolves_against_the_current_folder() {
     let c = VmConfig::from_toml(MINIMAL, Path::new("vm.toml")).unwrap();
-    assert!(c.boot.kernel.is_absolute(), "{:?}", c.boot.kernel);
-    assert!(c.boot.kernel.ends_with("vmlinuz"));
+    let kernel = c.boot.kernel.as_deref().unwrap();
+    assert!(kernel.is_absolute(), "{kernel:?}");
+    assert!(kernel.ends_with("vmlinuz"));
     assert_eq!(
-        c.boot.kernel.parent(),
+        kernel.parent(),
         Some(std::env::current_dir().unwrap().as_path())
     );
 }

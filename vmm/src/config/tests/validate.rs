@@ -320,7 +320,7 @@ fn vfio_devices() {
 fn validation_errors_without_a_file_have_no_location() {
     let fixture = Fixture::new();
     let mut c = fixture.load(MINIMAL).unwrap();
-    c.boot.cmdline = "x\0".to_owned();
+    c.boot.cmdline = Some("x\0".to_owned());
     let e: ConfigError = c.validate_on(&fixture.host()).unwrap_err();
     assert!(e.location().is_none());
     assert_eq!(e.to_string(), "boot.cmdline: contains a NUL character");
