@@ -6,7 +6,8 @@
 //! button's event device), [`i8042::I8042Device`], [`boot_timer::BootTimer`], the CMOS clock
 //! and NVRAM [`rtc::Rtc`], QEMU's firmware configuration device [`fw_cfg::FwCfg`] that
 //! OVMF reads the machine from), and the q35 chipset personality UEFI firmware expects
-//! ([`q35`]: MCH, ICH9 LPC, its ACPI PM block, the 0xCF9 reset register).
+//! ([`q35`]: MCH, ICH9 LPC, its ACPI PM block, the 0xCF9 reset register) with the firmware's
+//! debug console ([`debugcon`]).
 //! It never links KVM: interrupts leave a device through `EventFd`s that the VMM wires to
 //! KVM (irqfd), and power actions through a [`power::PowerHandler`].
 //!
@@ -14,10 +15,12 @@
 
 pub mod boot_timer;
 pub mod bus;
+pub mod debugcon;
 pub mod fw_cfg;
 pub mod ged;
 pub mod i8042;
 pub mod pci;
+pub mod pflash;
 pub mod power;
 pub mod q35;
 pub mod rtc;

@@ -91,14 +91,14 @@ fn set_lvt_delivery_mode(regs: &mut [libc::c_char], offset: usize, mode: u32) {
 }
 
 /// Puts vCPU `index` of `vcpus` in its boot state: CPUID (topology), MSRs, LAPIC local
-/// interrupt pins, and for the boot vCPU the long-mode registers at `entry`. The others wait
+/// interrupt pins, and for the boot vCPU the long-mode registers at `entry` (direct boot). The others wait
 /// for INIT/SIPI from the guest, in KVM's in-kernel LAPIC.
 pub(crate) fn configure_vcpu(
     fd: &VcpuFd,
     index: u8,
     vcpus: u8,
     supported_cpuid: &CpuId,
-    entry: GuestAddress,
+    entry: Option<GuestAddress>,
 ) -> Result<(), VmmError> {
     let mut cpuid = supported_cpuid.clone();
     cpuid::filter_cpuid(&mut cpuid, index, vcpus).map_err(ghost_boot::BootError::from)?;
@@ -122,6 +122,11 @@ pub(crate) fn configure_vcpu(
     fd.set_lapic(&lapic)
         .map_err(VmmError::kvm("KVM_SET_LAPIC"))?;
 
+    // Firmware boot: every vCPU stays in the reset state KVM created it in (the boot vCPU at
+    // the reset vector, the others waiting for INIT/SIPI).
+    let Some(entry) = entry else {
+        return Ok(());
+    };
     if index == 0 {
         fd.set_regs(&cpu::boot_regs(entry))
             .map_err(VmmError::kvm("KVM_SET_REGS"))?;

@@ -20,6 +20,7 @@ mod memory;
 mod notify;
 mod passthrough;
 mod pci;
+mod platform;
 mod rtc;
 mod vcpu;
 mod vm;
@@ -135,6 +136,9 @@ pub enum VmmError {
     /// The control API's socket cannot be set up (or another VM of this name runs).
     #[error("vm.control_socket: {0}")]
     ControlSocket(#[source] ghost_api::ApiError),
+    /// The firmware's images or its devices could not be set up.
+    #[error(transparent)]
+    Firmware(#[from] crate::platform::firmware::FirmwareError),
     /// The device event loop could not be created.
     #[error("cannot create the device event loop: {0}")]
     EventManager(#[source] event_manager::Error),
@@ -156,6 +160,7 @@ impl VmmError {
             | Self::Net { .. }
             | Self::ControlSocket(_)
             | Self::AddressSpace(_) => 2,
+            Self::Firmware(e) if e.is_bad_input() => 2,
             _ => 1,
         }
     }

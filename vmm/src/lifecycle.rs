@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use ghost_devices::ged::GedDevice;
 use kvm_bindings::kvm_clock_data;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::epoll::EventSet;
@@ -27,6 +26,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::notify;
+use crate::platform::PowerButton;
 use crate::vcpu::{ExitCounters, VmControl, VmExit};
 
 /// Write end of the stop-signal eventfd, for the signal handler.
@@ -283,8 +283,7 @@ const TEARDOWN_ALLOWANCE: Duration = Duration::from_secs(30);
 pub(crate) struct Lifecycle {
     run: Arc<RunControl>,
     control: Arc<VmControl>,
-    ged: Arc<Mutex<GedDevice>>,
-    power_button: u32,
+    power_button: Arc<dyn PowerButton>,
     vm_fd: Arc<VmFd>,
     kicker: Arc<VcpuKicker>,
     stop_timeout: Duration,
@@ -307,9 +306,8 @@ impl std::fmt::Debug for Lifecycle {
 /// What [`Lifecycle::new`] needs from the boot.
 pub(crate) struct BootHandles {
     pub control: Arc<VmControl>,
-    pub ged: Arc<Mutex<GedDevice>>,
-    /// The GED event bit the DSDT's `_EVT` turns into a power button press.
-    pub power_button: u32,
+    /// The platform's power button (the GED's, or the PM block's fixed-feature one).
+    pub power_button: Arc<dyn PowerButton>,
     pub vm_fd: Arc<VmFd>,
     pub kicker: Arc<VcpuKicker>,
 }
@@ -324,7 +322,6 @@ impl Lifecycle {
         Ok(Self {
             run,
             control: boot.control,
-            ged: boot.ged,
             power_button: boot.power_button,
             vm_fd: boot.vm_fd,
             kicker: boot.kicker,
@@ -379,7 +376,7 @@ impl Lifecycle {
         }
         notify::stopping();
         notify::extend_timeout(self.stop_timeout + TEARDOWN_ALLOWANCE);
-        let pressed = lock(&self.ged).notify(self.power_button);
+        let pressed = self.power_button.press();
         if let Err(e) = pressed {
             self.stop_hard(format!(
                 "{why}, but the power button cannot be pressed: {e}"

@@ -110,8 +110,31 @@ impl KvmSlots {
     }
 }
 
-impl GuestMappings for KvmSlots {
-    unsafe fn map(&self, gpa: u64, size: u64, host: *mut u8) -> std::io::Result<u32> {
+impl KvmSlots {
+    /// Maps `host..host+size` at guest address `gpa` read-only: guest writes exit as MMIO
+    /// (the firmware flash).
+    ///
+    /// # Safety
+    /// The caller keeps `host..host+size` mapped until `unmap(slot)`.
+    pub(crate) unsafe fn map_readonly(
+        &self,
+        gpa: u64,
+        size: u64,
+        host: *mut u8,
+    ) -> std::io::Result<u32> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.map_with(gpa, size, host, kvm_bindings::KVM_MEM_READONLY) }
+    }
+
+    /// # Safety
+    /// As [`GuestMappings::map`].
+    unsafe fn map_with(
+        &self,
+        gpa: u64,
+        size: u64,
+        host: *mut u8,
+        flags: u32,
+    ) -> std::io::Result<u32> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let slot = match s.free.pop() {
             Some(slot) => slot,
@@ -122,7 +145,7 @@ impl GuestMappings for KvmSlots {
         };
         let region = kvm_bindings::kvm_userspace_memory_region {
             slot,
-            flags: 0,
+            flags,
             guest_phys_addr: gpa,
             memory_size: size,
             userspace_addr: host as u64,
@@ -138,6 +161,13 @@ impl GuestMappings for KvmSlots {
                 Err(std::io::Error::from_raw_os_error(e.errno()))
             }
         }
+    }
+}
+
+impl GuestMappings for KvmSlots {
+    unsafe fn map(&self, gpa: u64, size: u64, host: *mut u8) -> std::io::Result<u32> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.map_with(gpa, size, host, 0) }
     }
 
     fn unmap(&self, slot: u32) -> std::io::Result<()> {
@@ -249,7 +279,8 @@ impl Passthrough {
         vm: &VmFd,
         vm_name: &str,
         pci: &mut PciPlatform,
-    ) -> Result<(), VmmError> {
+    ) -> Result<Vec<DevFn>, VmmError> {
+        let mut placed = Vec::new();
         let mut slots: BTreeMap<usize, u8> = BTreeMap::new();
         let mut devices = self.devices;
         // Function 0 of each slot first, so the bus sees the slot's multi-function bit right.
@@ -297,11 +328,12 @@ impl Passthrough {
             let direct: u64 = (0..6).map(|i| device.direct_bytes(i)).sum();
             pci.add_at(devfn, Arc::new(Mutex::new(device)))
                 .map_err(VmmError::Pci)?;
+            placed.push(devfn);
             log::info!(
                 "{vm_name}: {name} passed through at PCI {devfn} ({direct} BAR bytes direct)"
             );
         }
-        Ok(())
+        Ok(placed)
     }
 }
 

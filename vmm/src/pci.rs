@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use ghost_boot::layout;
 use ghost_devices::pci::root::{CONFIG_IO_LEN, CONFIG_IO_PORT};
 use ghost_devices::pci::{BarInfo, BarKind, DevFn, PciConfigIo, PciConfigMmio, PciDevice, PciRoot};
+use ghost_devices::q35::ResetControl;
 use ghost_devices::virtio::pci::VirtioPciDevice;
 use ghost_devices::virtio::VirtioDevice;
 use ghost_devices::Bus;
@@ -54,6 +55,15 @@ pub enum PciSetupError {
     },
 }
 
+/// What the platform's chipset adds to the config access paths.
+#[derive(Debug, Default)]
+pub struct PciChipset {
+    /// Where the ECAM decodes from the start (`None`: the chipset maps it later).
+    pub ecam: Option<u64>,
+    /// The reset control register that shares the 0xCF8 dword (ICH9's 0xCF9).
+    pub reset: Option<ResetControl>,
+}
+
 /// PCI segment 0 of one VM.
 pub struct PciPlatform {
     root: Arc<Mutex<PciRoot>>,
@@ -78,28 +88,36 @@ fn allocator(base: u64, size: u64) -> AddressAllocator {
 }
 
 impl PciPlatform {
-    /// The root bus, reachable at 0xCF8 on `pio` and at the ECAM on `mmio`, placing BARs
-    /// on `mmio` in the 32-bit window and the 64-bit window `mmio64` (`(start, size)`, see
-    /// [`layout::pci_mmio64_window`]). MSI vectors are routed through `routing`.
+    /// The root bus, reachable at 0xCF8 on `pio` and at the ECAM on `mmio` (where `chipset`
+    /// puts it), placing BARs on `mmio` in the 32-bit window and the 64-bit window `mmio64`
+    /// (`(start, size)`, see [`layout::pci_mmio64_window`]). MSI vectors are routed through
+    /// `routing`.
     pub fn new(
         vm: Arc<VmFd>,
         mem: GuestMemoryMmap,
         mmio64: (u64, u64),
         routing: Arc<GsiRouting>,
-        pio: &Bus,
-        mmio: &Arc<Bus>,
+        (pio, mmio): (&Bus, &Arc<Bus>),
+        chipset: PciChipset,
     ) -> Result<Self, PciSetupError> {
         let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone())));
+        let config_io = PciConfigIo::new(root.clone());
+        let config_io = match chipset.reset {
+            Some(reset) => config_io.with_reset_control(reset),
+            None => config_io,
+        };
         pio.insert(
-            Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+            Arc::new(Mutex::new(config_io)),
             u64::from(CONFIG_IO_PORT),
             CONFIG_IO_LEN,
         )?;
-        mmio.insert(
-            Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
-            layout::PCI_ECAM_START,
-            layout::PCI_ECAM_SIZE,
-        )?;
+        if let Some(ecam) = chipset.ecam {
+            mmio.insert(
+                Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+                ecam,
+                layout::PCI_ECAM_SIZE,
+            )?;
+        }
         Ok(Self {
             root,
             mmio32: allocator(layout::PCI_MMIO32_START, layout::PCI_MMIO32_SIZE),
@@ -171,6 +189,11 @@ impl PciPlatform {
         let devfn = DevFn::new(slot, 0).ok_or(ghost_devices::pci::root::PciError::NoFreeSlot)?;
         self.add_at(devfn, device)?;
         Ok(devfn)
+    }
+
+    /// The root bus.
+    pub fn root(&self) -> &Arc<Mutex<PciRoot>> {
+        &self.root
     }
 
     /// The first slot with no function in it.

@@ -32,7 +32,7 @@ pub(crate) struct CmosRtc {
 impl CmosRtc {
     /// An RTC at the host's UTC time, with the memory-size and CPU-count bytes firmware reads
     /// (harmless to a directly booted kernel).
-    pub(crate) fn new(ram_bytes: u64, vcpus: u8) -> Result<Self, VmmError> {
+    pub(crate) fn new(below_4g: u64, above_4g: u64, vcpus: u8) -> Result<Self, VmmError> {
         let irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
         let wake = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
         let mut rtc = Rtc::new(
@@ -40,8 +40,6 @@ impl CmosRtc {
             irq.try_clone().map_err(VmmError::EventFd)?,
             Box::new(wake.try_clone().map_err(VmmError::EventFd)?),
         );
-        let below_4g = ram_bytes.min(layout::MMIO_HOLE_START);
-        let above_4g = ram_bytes - below_4g;
         let mut bytes = nvram::memory_size_bytes(below_4g, above_4g).to_vec();
         bytes.push(nvram::cpu_count_byte(u32::from(vcpus)));
         // Every index the helpers return is NVRAM; an error here is a bug in them.

@@ -11,9 +11,6 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use ghost_api::ApiServer;
 use ghost_boot::layout;
 use ghost_devices::boot_timer::{BootTimer, MilestoneSink};
-use ghost_devices::ged::GedDevice;
-use ghost_devices::i8042::{I8042Device, I8042_DATA_PORT, I8042_PORT_LEN};
-use ghost_devices::power::AcpiPowerDevice;
 use ghost_devices::serial::{SerialDevice, SerialOutput, SERIAL_PORT_LEN};
 use ghost_devices::Bus;
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
@@ -33,17 +30,13 @@ use crate::lifecycle::{BootHandles, Lifecycle, RunControl, VcpuKicker};
 use crate::memory::{create_guest_memory, MemoryBacking};
 use crate::passthrough::{HostBindings, KvmSlots, Passthrough};
 use crate::pci::PciPlatform;
+use crate::platform::{Board, BoardContext, Platform, PowerButton};
 use crate::rtc::{CmosRtc, RtcTicker};
 use crate::vcpu::{
     install_kick_handler, vcpu_kick_signal, ExitCounters, ExitStats, PowerToControl, Vcpu,
     VmControl, VmExit,
 };
 use crate::{boot, VmmError};
-
-/// KVM's TSS needs three pages of guest physical space that is not RAM (in the MMIO hole).
-const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
-/// KVM's identity-map page for real-mode emulation, just below the TSS.
-const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
 
 /// How to run a VM, beyond its file.
 #[derive(Debug, Clone, Default)]
@@ -81,8 +74,11 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     check_hugepage_pool(config)?;
     check_address_space(&kvm, config)?;
     let backends = Backends::open(config)?;
+    // Direct kernel boot or firmware: the firmware's variable store is created and locked here.
+    let platform = Platform::open(config)?;
     // The clock outlives guest reboots, like a PC's.
-    let rtc = CmosRtc::new(config.memory.size.bytes(), config.vm.vcpus)?;
+    let (below_4g, above_4g) = platform.ram_split(config.memory.size.bytes());
+    let rtc = CmosRtc::new(below_4g, above_4g, config.vm.vcpus)?;
     // Passed-through devices: checked, and bound to vfio-pci where the file asks; given back
     // on every way out of this function.
     let bindings = HostBindings::prepare(config)?;
@@ -94,6 +90,7 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
             backends: &backends,
             run: &run,
             rtc: &rtc,
+            platform: &platform,
         },
         started,
     );
@@ -111,6 +108,7 @@ struct RunLevel<'a> {
     backends: &'a Backends,
     run: &'a Arc<RunControl>,
     rtc: &'a CmosRtc,
+    platform: &'a Platform,
 }
 
 fn run_until_exit(
@@ -155,7 +153,8 @@ struct Vm {
     control: Arc<VmControl>,
     serial: Arc<Mutex<SerialDevice>>,
     serial_input_ready: EventFd,
-    ged: Arc<Mutex<GedDevice>>,
+    power_button: Arc<dyn PowerButton>,
+    _keep: Vec<Box<dyn Send>>,
     rtc: RtcTicker,
     counters: Arc<ExitCounters>,
     console_input: bool,
@@ -171,12 +170,14 @@ impl Vm {
         level: &RunLevel<'_>,
         boot_start: Instant,
     ) -> Result<Self, VmmError> {
+        let platform = level.platform;
         let vm_fd = Arc::new(kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?);
+        let (identity_map, tss) = platform.kvm_pages();
         vm_fd
-            .set_tss_address(KVM_TSS_ADDRESS)
+            .set_tss_address(usize::try_from(tss).unwrap_or(usize::MAX))
             .map_err(VmmError::kvm("KVM_SET_TSS_ADDR"))?;
         vm_fd
-            .set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+            .set_identity_map_address(identity_map)
             .map_err(VmmError::kvm("KVM_SET_IDENTITY_MAP_ADDR"))?;
         vm_fd
             .create_irq_chip()
@@ -189,20 +190,15 @@ impl Vm {
             .create_pit2(pit)
             .map_err(VmmError::kvm("KVM_CREATE_PIT2"))?;
 
-        let memory = guest_memory(config)?;
+        let memory = guest_memory(config, platform)?;
         let ram_slots = register_memory(&vm_fd, &memory)?;
+        let slots = Arc::new(KvmSlots::new(vm_fd.clone(), ram_slots));
         let vcpus_n = config.vm.vcpus;
 
         // Passed-through functions first: their BARs size the 64-bit window the ACPI
         // tables describe.
         let routing = GsiRouting::new(vm_fd.clone());
-        let passthrough = Passthrough::open(
-            &vm_fd,
-            config,
-            &memory,
-            &routing,
-            Arc::new(KvmSlots::new(vm_fd.clone(), ram_slots)),
-        )?;
+        let passthrough = Passthrough::open(&vm_fd, config, &memory, &routing, slots.clone())?;
         let supported_cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
@@ -211,7 +207,6 @@ impl Vm {
             &passthrough.high_bars(),
             ghost_boot::cpuid::address_space(&supported_cpuid),
         )?;
-        let entry = boot::load_guest(&memory, config, mmio64)?;
 
         // Devices.
         let control = Arc::new(VmControl::new(
@@ -254,27 +249,6 @@ impl Vm {
             None => None,
         };
         let power = PowerToControl(control.clone());
-        pio.insert(
-            Arc::new(Mutex::new(AcpiPowerDevice::new(
-                power.clone(),
-                layout::ACPI_S5_SLP_TYP,
-                layout::ACPI_RESET_VALUE,
-            ))),
-            u64::from(layout::ACPI_POWER_PORT),
-            1,
-        )?;
-        pio.insert(
-            Arc::new(Mutex::new(I8042Device::new(power))),
-            u64::from(I8042_DATA_PORT),
-            I8042_PORT_LEN,
-        )?;
-        // The power button: the GED's event register and its edge-triggered interrupt.
-        let ged_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;
-        vm_fd
-            .register_irqfd(&ged_irq, layout::GED_GSI)
-            .map_err(VmmError::kvm("KVM_IRQFD"))?;
-        let ged = Arc::new(Mutex::new(GedDevice::new(ged_irq)));
-        mmio.insert(ged.clone(), layout::GED_MMIO_START, layout::GED_MMIO_SIZE)?;
         let rtc = level.rtc.plug(&vm_fd, &pio)?;
 
         pio.insert(
@@ -289,13 +263,41 @@ impl Vm {
             1,
         )?;
 
-        let mut pci =
-            PciPlatform::new(vm_fd.clone(), memory.clone(), mmio64, routing, &pio, &mmio)?;
+        let mut pci = PciPlatform::new(
+            vm_fd.clone(),
+            memory.clone(),
+            mmio64,
+            routing,
+            (&pio, &mmio),
+            platform.pci_chipset(&power),
+        )?;
+        let mut disks = Vec::new();
         for (name, device) in level.backends.devices(config)? {
+            let is_disk = name.starts_with("disk");
             let at = pci.add_virtio(name.clone(), device)?;
             log::info!("{}: {name} at PCI {at}", config.vm.name);
+            if is_disk {
+                disks.push(at);
+            }
         }
-        passthrough.plug(&vm_fd, &config.vm.name, &mut pci)?;
+        let passed = passthrough.plug(&vm_fd, &config.vm.name, &mut pci)?;
+        let Board {
+            power_button,
+            entry,
+            keep,
+        } = platform.board(BoardContext {
+            config,
+            vm_fd: &vm_fd,
+            memory: &memory,
+            pio: &pio,
+            mmio: &mmio,
+            pci: &mut pci,
+            power,
+            slots: &slots,
+            mmio64,
+            disks: &disks,
+            passthrough: &passed,
+        })?;
 
         let mut vcpus = Vec::with_capacity(usize::from(vcpus_n));
         for index in 0..vcpus_n {
@@ -321,7 +323,8 @@ impl Vm {
             control,
             serial,
             serial_input_ready,
-            ged,
+            power_button,
+            _keep: keep,
             rtc,
             counters,
             console_input: config.serial.mode == SerialMode::Stdio,
@@ -348,8 +351,7 @@ impl Vm {
             run.clone(),
             BootHandles {
                 control: self.control.clone(),
-                ged: self.ged.clone(),
-                power_button: layout::GED_EVENT_POWER_BUTTON,
+                power_button: self.power_button.clone(),
                 vm_fd: self.vm_fd.clone(),
                 kicker: kicker.clone(),
             },
@@ -508,6 +510,10 @@ pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
         host.check_memlock(config.memory.size.bytes())
             .map_err(VmmError::Host)?;
     }
+    if config.boot.kernel.is_none() {
+        // Firmware boot: [boot] was checked with the file; the firmware loads the rest.
+        return Ok(());
+    }
     let scratch = create_guest_memory(
         &ghost_boot::ram_regions(config.memory.size.bytes()),
         &MemoryBacking {
@@ -540,7 +546,7 @@ fn check_hugepage_pool(config: &VmConfig) -> Result<(), VmmError> {
     Ok(())
 }
 
-fn guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, VmmError> {
+fn guest_memory(config: &VmConfig, platform: &Platform) -> Result<GuestMemoryMmap, VmmError> {
     check_hugepage_pool(config)?;
     let backing = MemoryBacking {
         hugepages: config
@@ -550,7 +556,7 @@ fn guest_memory(config: &VmConfig) -> Result<GuestMemoryMmap, VmmError> {
         prefault: config.prefault_memory(),
     };
     Ok(create_guest_memory(
-        &ghost_boot::ram_regions(config.memory.size.bytes()),
+        &platform.ram_regions(config.memory.size.bytes()),
         &backing,
     )?)
 }
