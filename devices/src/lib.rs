@@ -4,17 +4,20 @@
 //! that dispatches an exit to a device by address, and the emulated platform devices
 //! ([`serial::SerialDevice`], [`power::AcpiPowerDevice`], [`ged::GedDevice`] (the ACPI power
 //! button's event device), [`i8042::I8042Device`], [`boot_timer::BootTimer`], the CMOS clock
-//! and NVRAM [`rtc::Rtc`]).
+//! and NVRAM [`rtc::Rtc`], the CFI flash [`pflash::Pflash`] that holds UEFI firmware and its
+//! variable store).
 //! It never links KVM: interrupts leave a device through `EventFd`s that the VMM wires to
 //! KVM (irqfd), and power actions through a [`power::PowerHandler`].
 //!
-//! Everything in here sees guest-controlled values; no input may panic or block a vCPU.
+//! Everything in here sees guest-controlled values; no input may panic or block a vCPU (the
+//! one deliberate wait is the flash writing a completed UEFI variable update to its file).
 
 pub mod boot_timer;
 pub mod bus;
 pub mod ged;
 pub mod i8042;
 pub mod pci;
+pub mod pflash;
 pub mod power;
 pub mod rtc;
 pub mod serial;
