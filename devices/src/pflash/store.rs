@@ -140,7 +140,7 @@ impl Store {
         match self.flush() {
             Ok(()) if self.failing => {
                 self.failing = false;
-                log::info!("pflash: writing the variable store file works again");
+                log::info!("pflash: writing the flash file works again");
             }
             Ok(()) => {}
             Err(e) if self.failing => log::debug!("pflash: writing the flash file failed: {e}"),
