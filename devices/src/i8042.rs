@@ -1,7 +1,10 @@
 //! A minimal i8042 keyboard controller: just enough for the PC reset path.
 //!
 //! Linux falls back to "pulse the reset line" (command 0xFE on port 0x64) when ACPI reset is
-//! not taken. There is no keyboard: status reads report an empty controller.
+//! not taken. There is no keyboard, and reads say so the way an absent controller does: all
+//! ones (status with the parity and time-out error bits set). UEFI firmware's PS/2 keyboard
+//! driver takes that as "no controller" at once; with an always-empty controller it would
+//! spend a quarter of a million port reads on time-outs before giving up.
 
 use crate::bus::BusDevice;
 use crate::power::{PowerAction, PowerHandler};
@@ -28,8 +31,8 @@ impl<H: PowerHandler> I8042Device<H> {
 
 impl<H: PowerHandler> BusDevice for I8042Device<H> {
     fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
-        // Status: output buffer empty, input buffer empty. Data: nothing.
-        data.fill(0);
+        // Nobody decodes the ports: all ones, status and data.
+        data.fill(0xff);
     }
 
     fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
@@ -63,8 +66,8 @@ mod tests {
         assert_eq!(c.0.load(Ordering::SeqCst), 0);
         dev.write(0x60, 4, &[CMD_RESET_CPU]);
         assert_eq!(c.0.load(Ordering::SeqCst), 1);
-        let mut s = [0xffu8];
+        let mut s = [0u8];
         dev.read(0x60, 4, &mut s);
-        assert_eq!(s, [0]);
+        assert_eq!(s, [0xff], "no controller: parity and time-out bits set");
     }
 }
