@@ -11,6 +11,8 @@
 #      each with stable names:  vmlinuz -> bzImage,  modules -> lib/modules/<version>,
 #      version (a text file),   vmlinux (ELF64 extracted from the bzImage);
 #   3. builds the Debian 12 guest image (debian-image.sh) into $CACHE/debian-bookworm-<hash>/;
+#   4. builds L1's QEMU (l1-qemu.sh: Debian's qemu source with the CR8 fix) into
+#        $CACHE/qemu-l1-<hash>/qemu-system-x86_64   (about 10 minutes once, then cached);
 # and prints nothing but a one-line summary when everything is already there.
 #
 # CACHE is $GHOST_TESTHOST_CACHE, or <workspace>/.cache/testhost.
@@ -170,4 +172,9 @@ prepare_kernel linux-image-amd64 generic
 # ---------------------------------------------------------------------------
 debian=$($sudo env GHOST_TESTHOST_CACHE="$cache" "$here/debian-image.sh" -q) || die "debian-image.sh failed"
 
-log "ok: cloud $(cat "$cache/kernel-cloud/version"), generic $(cat "$cache/kernel-generic/version"), $(basename "$debian") in $cache"
+# ---------------------------------------------------------------------------
+# 4. L1's QEMU with the CR8 fix (cached by the script's, the patch's and the source's hash).
+# ---------------------------------------------------------------------------
+l1=$($sudo env GHOST_TESTHOST_CACHE="$cache" "$here/l1-qemu.sh" -q) || die "l1-qemu.sh failed"
+
+log "ok: cloud $(cat "$cache/kernel-cloud/version"), generic $(cat "$cache/kernel-generic/version"), $(basename "$debian"), $(basename "$l1") in $cache"

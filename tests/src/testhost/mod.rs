@@ -9,7 +9,8 @@
 //! dies before the end is booted again for what it had left ([`TestHost::run`]).
 //!
 //! Prerequisites: `tests/testhost/setup.sh` (run automatically by [`Assets::ensure`]) and, for
-//! scenarios that use ghost-vmm, a built binary (see [`ghost_vmm_binary`]).
+//! scenarios that use ghost-vmm, a built binary (see [`ghost_vmm_binary`]). L1 is the
+//! project's build of Debian's QEMU with the CR8 fix when `setup.sh` has made it ([`L1Qemu`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -30,9 +31,11 @@ mod guest;
 mod host;
 mod image;
 mod paths;
+mod rerun;
 mod scenario;
+mod session;
 
-pub use assets::{Assets, Kernel, KernelFlavor, Module};
+pub use assets::{Assets, Kernel, KernelFlavor, L1Qemu, Module, L1_FIRMWARE_DIRS, L1_QEMU_ENV};
 pub use cpio::{Compression, Contents};
 pub use debian::{
     debian_vm_file, DebianImage, DEBIAN_CMDLINE, DEBIAN_READY, DEBIAN_SHELL_READY, L2_DEBIAN_DIR,
