@@ -8,11 +8,12 @@ use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::assets::{Assets, KernelFlavor};
+use super::assets::{run_setup, Assets, KernelFlavor, L1Qemu, L1_QEMU_ENV};
 use super::console::Transcript;
 use super::cpio::{Archive, Compression, Contents};
 use super::debian::{DebianImage, L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ};
 use super::error::{Error, Result};
+use super::firmware::Ovmf;
 use super::guest::GuestInitramfs;
 use super::image::{add_busybox, add_dynamic_binary, add_modules};
 use super::paths::{ghost_vmm_binary, target_dir};
@@ -44,6 +45,17 @@ pub const L2_MODULES: &[&str] = &[
     "vfio-pci",
     "tun",
 ];
+
+/// The PCI slot (bus 0) of the first [`TestHost::nvme_disk`]; the next ones follow.
+const L2_NVME_FIRST_SLOT: usize = 0x18;
+/// At most this many: slot 0x1f is the ICH9 LPC bridge's.
+const L2_NVME_MAX: usize = 7;
+
+/// L2's PCI address of the `i`th (from 0) [`TestHost::nvme_disk`]: `0000:00:18.0`, then
+/// `0000:00:19.0`, ...
+pub fn l2_nvme_address(i: usize) -> String {
+    format!("0000:00:{:02x}.0", L2_NVME_FIRST_SLOT + i)
+}
 
 /// Modules loaded in L2 (after [`L2_MODULES`]) when disks are attached ([`TestHost::disk`]):
 /// virtio-pci and virtio-blk, with their dependencies.
@@ -117,12 +129,14 @@ pub enum KernelImages {
 /// | `/lib/modules/<version>/...` | the L2 modules (busybox `modprobe` works for them) |
 /// | `/dev/vda`, `/dev/vdb`, ... | each [`disk`](Self::disk), in order (writes go to a throwaway overlay) |
 /// | `/ghost/debian/{vmlinuz,initrd.img}` | the Debian image's kernel and initramfs ([`debian`](Self::debian)) |
+/// | [`l2_nvme_address`]`(i)` | each [`nvme_disk`](Self::nvme_disk): an NVMe controller to pass through |
+/// | `/usr/share/OVMF/OVMF_{CODE,VARS}_4M.fd` | Debian's OVMF ([`with_ovmf`](Self::with_ovmf)) |
 /// | `/dev/hugepages` | hugetlbfs, 256 × 2 MiB pages reserved |
 /// | [`L2_HELPERS`] `/lib/ghost.sh` | helpers, sourced before each scenario |
 ///
 /// `/lib/ghost.sh` defines `$GHOST_VMM`, `$QEMU`, `$GHOST_KERNEL`, `$GHOST_VMLINUX`,
 /// `$GHOST_GENERIC_KERNEL`, `$GHOST_INITRD_DIR`, `$GHOST_DEBIAN_KERNEL`,
-/// `$GHOST_DEBIAN_INITRD` and:
+/// `$GHOST_DEBIAN_INITRD`, `$GHOST_OVMF_CODE`, `$GHOST_OVMF_VARS` and:
 ///
 /// - `wait_for_line FILE STRING [TIMEOUT_S]`: wait until a line of FILE contains STRING;
 /// - `vm_start NAME CMD...`: run a VMM in the background, stdin from a FIFO, output to the
@@ -167,6 +181,7 @@ pub struct TestHost {
     files: Vec<(String, Contents, u32)>,
     binaries: Vec<(String, PathBuf)>,
     disks: Vec<PathBuf>,
+    nvme_disks: Vec<PathBuf>,
     compression: Compression,
     boot_timeout: Duration,
     deadline: Option<Duration>,
@@ -193,6 +208,7 @@ impl TestHost {
             files: Vec::new(),
             binaries: Vec::new(),
             disks: Vec::new(),
+            nvme_disks: Vec::new(),
             compression: Compression::None,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             deadline: None,
@@ -316,6 +332,46 @@ impl TestHost {
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(path.into());
         self
+    }
+
+    /// Attaches the raw disk image `path` to L2 as an emulated NVMe controller with one
+    /// namespace (`snapshot=on`, as [`disk`](Self::disk)), at the fixed PCI address
+    /// [`l2_nvme_address`]`(i)` for the `i`th (from 0; at most 7): a device to pass through
+    /// to an L3 guest (bind it to `vfio-pci` first; L2's kernel has the NVMe driver built in,
+    /// so the disk is also `/dev/nvme<i>n1` in L2 until then).
+    pub fn nvme_disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nvme_disks.push(path.into());
+        self
+    }
+
+    /// Puts Debian's OVMF ([`Ovmf::ensure`]) into L2 at [`L2_OVMF_DIR`] (`/usr/share/OVMF`,
+    /// as on a Debian host: [`L2_OVMF_CODE`], [`L2_OVMF_VARS`], [`L2_OVMF_CODE_SECBOOT`],
+    /// [`L2_OVMF_VARS_MS`]; `$GHOST_OVMF_CODE` and `$GHOST_OVMF_VARS` in scenarios; 8 MiB of
+    /// L2 image), and makes sure L1 is the fixed QEMU ([`L1Qemu`]: Debian's aborts when an
+    /// L3 guest writes CR8, which OVMF does), running `setup.sh` to build it if needed.
+    /// With `$GHOST_L1_QEMU` set, that binary is used whatever it is.
+    ///
+    /// [`L2_OVMF_DIR`]: super::L2_OVMF_DIR
+    /// [`L2_OVMF_CODE`]: super::L2_OVMF_CODE
+    /// [`L2_OVMF_VARS`]: super::L2_OVMF_VARS
+    /// [`L2_OVMF_CODE_SECBOOT`]: super::L2_OVMF_CODE_SECBOOT
+    /// [`L2_OVMF_VARS_MS`]: super::L2_OVMF_VARS_MS
+    pub fn with_ovmf(mut self) -> Result<Self> {
+        let ovmf = Ovmf::ensure()?;
+        if !self.assets.l1_qemu.fixed && std::env::var_os(L1_QEMU_ENV).is_none() {
+            run_setup()?;
+            self.assets.l1_qemu = L1Qemu::locate(&self.assets.cache_dir, &self.assets.qemu)?;
+            if !self.assets.l1_qemu.fixed {
+                return Err(Error::MissingAsset {
+                    what: "L1 QEMU with the CR8 fix (tests/testhost/l1-qemu.sh)",
+                    path: self.assets.cache_dir.join("qemu-l1-<hash>"),
+                });
+            }
+        }
+        for (dest, src) in ovmf.l2_files() {
+            self = self.host_file(dest, src, 0o644);
+        }
+        Ok(self)
     }
 
     /// Puts the kernel and initramfs of `image` into L2 at [`L2_DEBIAN_VMLINUZ`] and
@@ -554,6 +610,18 @@ impl TestHost {
             cmd.arg("-drive")
                 .arg(format!("file={file},if=virtio,format=raw,snapshot=on"));
         }
+        for (i, disk) in self.nvme_disks.iter().enumerate() {
+            let file = disk.to_string_lossy().replace(',', ",,");
+            cmd.arg("-drive")
+                .arg(format!(
+                    "file={file},if=none,id=ghost-nvme{i},format=raw,snapshot=on"
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "nvme,drive=ghost-nvme{i},serial=ghost-nvme{i},addr={:#x}",
+                    L2_NVME_FIRST_SLOT + i
+                ));
+        }
         cmd.arg("-kernel")
             .arg(&self.assets.cloud.bzimage)
             .arg("-initrd")
@@ -582,7 +650,13 @@ impl TestHost {
         if !self.disks.is_empty() {
             wanted.extend(L2_DISK_MODULES);
         }
-        for disk in &self.disks {
+        if self.nvme_disks.len() > L2_NVME_MAX {
+            return Err(Error::Config(format!(
+                "{} NVMe disks: at most {L2_NVME_MAX}",
+                self.nvme_disks.len()
+            )));
+        }
+        for disk in self.disks.iter().chain(&self.nvme_disks) {
             if !disk.is_file() {
                 return Err(Error::MissingAsset {
                     what: "disk image",
