@@ -11,10 +11,16 @@
 #      each with stable names:  vmlinuz -> bzImage,  modules -> lib/modules/<version>,
 #      version (a text file),   vmlinux (ELF64 extracted from the bzImage);
 #   3. builds the Debian 12 guest image (debian-image.sh) into $CACHE/debian-bookworm-<hash>/;
+#   4. downloads Debian's OVMF (package ovmf, apt-get download + dpkg -x) into $CACHE/ovmf/:
+#        OVMF_CODE_4M.fd, OVMF_VARS_4M.fd, OVMF_CODE_4M.secboot.fd, OVMF_VARS_4M.ms.fd
+#      (links into root/usr/share/OVMF/, which holds the whole package), version;
+#   5. builds L1's QEMU (l1-qemu.sh: Debian's qemu source with the CR8 fix) into
+#        $CACHE/qemu-l1-<hash>/qemu-system-x86_64   (about 10 minutes once, then cached);
 # and prints nothing but a one-line summary when everything is already there.
 #
 # CACHE is $GHOST_TESTHOST_CACHE, or <workspace>/.cache/testhost.
-# --refresh re-resolves the kernel package names with apt (picks up a newer Debian kernel).
+# --refresh re-resolves the kernel package names with apt (picks up a newer Debian kernel) and
+# downloads OVMF again when apt has a newer one.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -171,4 +177,60 @@ prepare_kernel linux-image-amd64 generic
 # ---------------------------------------------------------------------------
 debian=$($sudo env GHOST_TESTHOST_CACHE="$cache" "$here/debian-image.sh" -q) || die "debian-image.sh failed"
 
-log "ok: cloud $(cat "$cache/kernel-cloud/version"), generic $(cat "$cache/kernel-generic/version"), $(basename "$debian") in $cache"
+# ---------------------------------------------------------------------------
+# 4. Debian's OVMF (UEFI firmware for the L3 guests; issue 14).
+# ---------------------------------------------------------------------------
+ovmf_files=(OVMF_CODE_4M.fd OVMF_VARS_4M.fd OVMF_CODE_4M.secboot.fd OVMF_VARS_4M.ms.fd)
+prepare_ovmf() {
+    local dir=$cache/ovmf
+    local stamp=$dir/.complete
+    complete() {
+        [[ -f $stamp && -f $dir/version ]] || return 1
+        local f
+        for f in "${ovmf_files[@]}"; do [[ -s $dir/$f ]] || return 1; done
+    }
+    if [[ $refresh == 0 ]] && complete; then
+        return 0
+    fi
+    local version
+    version=$(apt-cache policy ovmf 2>/dev/null | awk '/Candidate:/ { print $2; exit }')
+    if [[ -z $version || $version == "(none)" ]]; then
+        apt_update || true
+        version=$(apt-cache policy ovmf 2>/dev/null | awk '/Candidate:/ { print $2; exit }')
+    fi
+    [[ -n $version && $version != "(none)" ]] || die "apt has no ovmf package"
+    if complete && [[ $(cat "$stamp") == "ovmf=$version" ]]; then
+        return 0
+    fi
+    log "preparing OVMF: ovmf $version"
+    local debs=$cache/debs
+    mkdir -p "$debs"
+    local deb=$debs/ovmf_${version#*:}_all.deb
+    if [[ ! -f $deb ]]; then
+        local sandbox=()
+        [[ $(id -u) != 0 ]] || sandbox=(-o APT::Sandbox::User=root)
+        (cd "$debs" && apt-get download -q "${sandbox[@]}" "ovmf=$version" >&2) ||
+            die "apt-get download ovmf=$version failed"
+        [[ -f $deb ]] || deb=$(ls "$debs"/ovmf_*"${version#*:}"*.deb | head -n1)
+    fi
+    rm -rf "$dir.new"
+    mkdir -p "$dir.new/root"
+    dpkg -x "$deb" "$dir.new/root"
+    local f
+    for f in "${ovmf_files[@]}"; do
+        [[ -s $dir.new/root/usr/share/OVMF/$f ]] || die "$deb ships no usr/share/OVMF/$f"
+        ln -s "root/usr/share/OVMF/$f" "$dir.new/$f"
+    done
+    echo "$version" >"$dir.new/version"
+    echo "ovmf=$version" >"$dir.new/.complete"
+    rm -rf "$dir"
+    mv "$dir.new" "$dir"
+}
+prepare_ovmf
+
+# ---------------------------------------------------------------------------
+# 5. L1's QEMU with the CR8 fix (cached by the script's, the patch's and the source's hash).
+# ---------------------------------------------------------------------------
+l1=$($sudo env GHOST_TESTHOST_CACHE="$cache" "$here/l1-qemu.sh" -q) || die "l1-qemu.sh failed"
+
+log "ok: cloud $(cat "$cache/kernel-cloud/version"), generic $(cat "$cache/kernel-generic/version"), $(basename "$debian"), ovmf $(cat "$cache/ovmf/version"), $(basename "$l1") in $cache"

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use ghost_tests::testhost::{
     debian_vm_file, DebianImage, RunReport, Scenario, ScenarioResult, TestHost, DEBIAN_CMDLINE,
-    DEBIAN_READY, DEBIAN_SHELL_READY,
+    DEBIAN_GUEST_SHELL, DEBIAN_READY, DEBIAN_SHELL_READY,
 };
 
 /// The disks of the scenarios, in `TestHost::disk` order: one pristine copy each.
@@ -40,35 +40,14 @@ const QEMU_DISK: &str = "/dev/vdc";
 /// How long the guest may take to reach multi-user (30–70 s seen; first boots longer).
 const READY_TIMEOUT_S: u32 = 300;
 
-/// L2 shell functions for a guest at its root shell on the serial console:
-/// - `guest_setup VM`: defines, in the guest's shell, `r KEY CMD...` (prints `KEY=<CMD's
-///   output on one line>`, then `KEY-DONE`) and `j NAME CMD...` (CMD's output between
-///   `NAME-BEGIN` and `NAME-END` lines). The console echoes what is typed, so a typed line
-///   must never contain the marker it waits for: `r KEY ...` is echoed as typed, `KEY=` only
-///   comes from `r`.
-/// - `k`: the kernel log's lines about platform devices ([`PLATFORM_LINES`]; the whole log
-///   is thousands of console lines, each byte a VM exit, on an emulated CPU).
-/// - `ask VM KEY CMD [TIMEOUT]`: `r KEY CMD` in the guest, then waits for `KEY-DONE`.
-/// - `dump VM NAME CMD [TIMEOUT]`: `j NAME CMD` in the guest, then waits for `NAME-END`.
-///
-/// One command at a time, each sent once the previous one's last line is out: the guest's
-/// tty echoes typed-ahead text at once, into the middle of whatever it is printing. (The
-/// wait matches a line still being printed, so the next command's echo may follow the
-/// `-DONE`/`-END` marker on its line; nothing reads those lines further.)
+/// L2 shell functions, after [`DEBIAN_GUEST_SHELL`]'s (`ask`, `dump`):
+/// - `guest_setup VM`: `debian_shell_setup` (the guest's `r` and `j`), and `k`: the kernel
+///   log's lines about platform devices ([`PLATFORM_LINES`]; the whole log is thousands of
+///   console lines, each byte a VM exit, on an emulated CPU).
 const GUEST_SHELL: &str = r#"
 guest_setup() {
-    vm_send "$1" 'export SYSTEMD_PAGER= SYSTEMD_COLORS=0 LC_ALL=C'
-    vm_send "$1" 'r() { k=$1; shift; echo "$k=$("$@" 2>&1 | tr "\n" " ")"; echo "$k-DONE"; }'
-    vm_send "$1" 'j() { n=$1; shift; echo "$n-BEGIN"; "$@" 2>&1 | cat; echo "$n-END"; }'
+    debian_shell_setup "$1"
     vm_send "$1" 'k() { dmesg | grep -E "DMI|SMBIOS|ACPI: PM:|Power Button|rtc|RTC|clocksource: Switched|TSC unstable|virtio_blk|smpboot"; }'
-}
-ask() {
-    vm_send "$1" "r $2 $3"
-    vm_wait_for "$1" "$2-DONE" "${4:-60}"
-}
-dump() {
-    vm_send "$1" "j $2 $3"
-    vm_wait_for "$1" "$2-END" "${4:-60}"
 }
 "#;
 
@@ -131,7 +110,7 @@ fn write_unsynced(vm: &str) -> String {
 fn ghost_sigterm_script() -> String {
     let vm = "l3";
     format!(
-        r#"{GUEST_SHELL}
+        r#"{DEBIAN_GUEST_SHELL}{GUEST_SHELL}
 [ -b {GHOST_DISK} ] || {{ echo "NO_DISK {GHOST_DISK}"; exit 1; }}
 ghost_mark vm-start
 vm_start {vm} env GHOST_LOG=info $GHOST_VMM run /ghost/vm/debian.toml
@@ -163,7 +142,7 @@ ghost_mark vm-exited
 fn ghost_api_script() -> String {
     let vm = "l3b";
     format!(
-        r#"{GUEST_SHELL}
+        r#"{DEBIAN_GUEST_SHELL}{GUEST_SHELL}
 [ -b {API_DISK} ] || {{ echo "NO_DISK {API_DISK}"; exit 1; }}
 ghost_mark vm-start
 vm_start {vm} env GHOST_LOG=info $GHOST_VMM run /ghost/vm/debian2.toml
@@ -204,7 +183,7 @@ ghost_mark vm-exited
 fn qemu_boot_script() -> String {
     let vm = "q3";
     format!(
-        r#"{GUEST_SHELL}
+        r#"{DEBIAN_GUEST_SHELL}{GUEST_SHELL}
 [ -b {QEMU_DISK} ] || {{ echo "NO_DISK {QEMU_DISK}"; exit 1; }}
 ghost_mark vm-start
 vm_start {vm} $QEMU -accel kvm -machine q35 -cpu host -smp 2 -m 1G -nographic -no-reboot \

@@ -1,4 +1,5 @@
-//! The test host's inputs: Debian's kernels (unpacked by `setup.sh`), busybox and QEMU.
+//! The test host's inputs: Debian's kernels (unpacked by `setup.sh`), busybox and QEMU (L1's,
+//! built by `l1-qemu.sh`, and Debian's, the reference VMM inside L2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -8,7 +9,86 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::error::{Error, Result};
-use super::paths::{cache_dir, workspace_root};
+use super::paths::{cache_dir, workspace_root, CACHE_ENV};
+
+/// Environment variable naming the QEMU binary that runs the test host (L1), overriding
+/// [`L1Qemu::locate`]'s choice (e.g. Debian's own binary, to compare the two).
+pub const L1_QEMU_ENV: &str = "GHOST_L1_QEMU";
+
+/// Debian's firmware directories, passed to L1 QEMU as `-L` (SeaBIOS, linuxboot, the iPXE
+/// option ROMs of its emulated NICs).
+pub const L1_FIRMWARE_DIRS: &[&str] = &[
+    "/usr/share/qemu",
+    "/usr/share/seabios",
+    "/usr/lib/ipxe/qemu",
+];
+
+/// The QEMU that runs the test host (L1 QEMU-TCG).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L1Qemu {
+    /// The binary.
+    pub binary: PathBuf,
+    /// Whether this is the project's build of Debian's QEMU with the CR8 fix
+    /// (`tests/testhost/l1-qemu.sh`, `$CACHE/qemu-l1-<hash>/`). Debian's own binary aborts as
+    /// soon as an L3 guest writes CR8 (OVMF does, Windows does; Linux does not):
+    /// `/work/shared/docs/testhost.md`, "Known L1 QEMU bug".
+    pub fixed: bool,
+    /// Arguments it needs before any other: `-L` for each of [`L1_FIRMWARE_DIRS`] (the fixed
+    /// build; Debian's binary knows its directories).
+    pub args: Vec<String>,
+}
+
+impl L1Qemu {
+    /// `$GHOST_L1_QEMU` if set (fixed unless it is `debian`, Debian's binary); otherwise the
+    /// fixed build if `l1-qemu.sh --cached` finds it for the current script, patch and
+    /// Debian source version; otherwise `debian`, not fixed. Builds nothing.
+    pub fn locate(cache: &Path, debian: &Path) -> Result<L1Qemu> {
+        let fixed = |binary: PathBuf| L1Qemu {
+            binary,
+            fixed: true,
+            args: L1_FIRMWARE_DIRS
+                .iter()
+                .flat_map(|d| ["-L".to_owned(), (*d).to_owned()])
+                .collect(),
+        };
+        let debian_qemu = || L1Qemu {
+            binary: debian.to_path_buf(),
+            fixed: false,
+            args: Vec::new(),
+        };
+        if let Some(bin) = std::env::var_os(L1_QEMU_ENV).filter(|b| !b.is_empty()) {
+            let bin = PathBuf::from(bin);
+            if !bin.is_file() {
+                return Err(Error::MissingAsset {
+                    what: "L1 QEMU ($GHOST_L1_QEMU)",
+                    path: bin,
+                });
+            }
+            return Ok(if bin == debian {
+                debian_qemu()
+            } else {
+                fixed(bin)
+            });
+        }
+        let script = workspace_root().join("tests/testhost/l1-qemu.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("--cached")
+            .env(CACHE_ENV, cache)
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: script.display().to_string(),
+                source,
+            })?;
+        let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let binary = Path::new(&dir).join("qemu-system-x86_64");
+        Ok(if output.status.success() && binary.is_file() {
+            fixed(binary)
+        } else {
+            debian_qemu()
+        })
+    }
+}
 
 /// Which Debian kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -205,8 +285,11 @@ pub struct Assets {
     pub generic: Kernel,
     /// The statically linked busybox (Debian's `busybox-static`).
     pub busybox: PathBuf,
-    /// The host's `qemu-system-x86_64`: runs L2, and is copied into L2 as the reference VMM.
+    /// Debian's `qemu-system-x86_64` (package `qemu-system-x86`): copied into L2 as the
+    /// reference VMM (and runs L2 when there is no fixed [`l1_qemu`](Self::l1_qemu)).
     pub qemu: PathBuf,
+    /// The QEMU that runs L2: the fixed build when `setup.sh` has made it, else Debian's.
+    pub l1_qemu: L1Qemu,
     applets: Arc<Vec<String>>,
 }
 
@@ -258,12 +341,14 @@ impl Assets {
             ],
         )?;
         let applets = busybox_applets(&busybox)?;
+        let l1_qemu = L1Qemu::locate(&cache, &qemu)?;
         Ok(Assets {
             cache_dir: cache,
             cloud,
             generic,
             busybox,
             qemu,
+            l1_qemu,
             applets: Arc::new(applets),
         })
     }
@@ -317,7 +402,7 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
 }
 
 /// Runs `tests/testhost/setup.sh`, echoing its output (captured by the test harness).
-fn run_setup() -> Result<()> {
+pub(crate) fn run_setup() -> Result<()> {
     let script = workspace_root().join("tests/testhost/setup.sh");
     eprintln!("testhost: preparing assets with {}", script.display());
     let output = Command::new("bash")

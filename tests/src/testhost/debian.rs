@@ -25,6 +25,36 @@ pub const DEBIAN_READY: &str = "GHOST-READY";
 /// to the console (`vm_send`) run as shell commands.
 pub const DEBIAN_SHELL_READY: &str = "GHOST-SHELL-READY";
 
+/// L2 shell functions (prepend them to a scenario's script) for a Debian guest at its root
+/// shell on the serial console ([`DEBIAN_SHELL_READY`] seen):
+/// - `debian_shell_setup VM`: defines, in the guest's shell, `r KEY CMD...` (prints `KEY=<CMD's
+///   output on one line>`, then `KEY-DONE`) and `j NAME CMD...` (CMD's output between
+///   `NAME-BEGIN` and `NAME-END` lines). The console echoes what is typed, so a typed line
+///   must never contain the marker it waits for: `r KEY ...` is echoed as typed, `KEY=` only
+///   comes from `r`.
+/// - `ask VM KEY CMD [TIMEOUT]`: `r KEY CMD` in the guest, then waits for `KEY-DONE`.
+/// - `dump VM NAME CMD [TIMEOUT]`: `j NAME CMD` in the guest, then waits for `NAME-END`.
+///
+/// One command at a time, each sent once the previous one's last line is out: the guest's
+/// tty echoes typed-ahead text at once, into the middle of whatever it is printing. (The
+/// wait matches a line still being printed, so the next command's echo may follow the
+/// `-DONE`/`-END` marker on its line; nothing reads those lines further.)
+pub const DEBIAN_GUEST_SHELL: &str = r#"
+debian_shell_setup() {
+    vm_send "$1" 'export SYSTEMD_PAGER= SYSTEMD_COLORS=0 LC_ALL=C'
+    vm_send "$1" 'r() { k=$1; shift; echo "$k=$("$@" 2>&1 | tr "\n" " ")"; echo "$k-DONE"; }'
+    vm_send "$1" 'j() { n=$1; shift; echo "$n-BEGIN"; "$@" 2>&1 | cat; echo "$n-END"; }'
+}
+ask() {
+    vm_send "$1" "r $2 $3"
+    vm_wait_for "$1" "$2-DONE" "${4:-60}"
+}
+dump() {
+    vm_send "$1" "j $2 $3"
+    vm_wait_for "$1" "$2-END" "${4:-60}"
+}
+"#;
+
 /// The image's kernel command line: root on the first virtio disk (the guest's `/dev/vda`
 /// whatever L2 calls the disk), a quiet console (errors and warnings still show), and a panic
 /// ends the VM instead of hanging it.
@@ -61,14 +91,16 @@ path = "{disk}"
 /// files a direct kernel boot needs.
 ///
 /// What is in it: `mmdebstrap --variant=minbase` plus `systemd-sysv dbus libpam-systemd udev
-/// kmod linux-image-cloud-amd64 initramfs-tools zstd e2fsprogs util-linux procps`; `/etc/fstab`
-/// mounts `/dev/vda` (ext4) on `/`; hostname `ghost-guest`; root's password is locked but
+/// kmod linux-image-cloud-amd64 initramfs-tools zstd e2fsprogs util-linux procps
+/// util-linux-extra efibootmgr systemd-boot-efi`; `/etc/fstab` mounts `LABEL=ghost-root` (ext4)
+/// on `/`; hostname `ghost-guest`; root's password is locked but
 /// `serial-getty@ttyS0` logs root in (a login shell there prints [`DEBIAN_SHELL_READY`]);
 /// `ghost-ready.service` prints [`DEBIAN_READY`] on ttyS0 once multi-user is reached;
 /// systemd-logind handles the power button (`HandlePowerKey=poweroff`). Its own
 /// `/boot/vmlinuz-*` and `/boot/initrd.img-*` are also copied next to the image.
 ///
-/// Boot it with `console=ttyS0 root=/dev/vda rw` on a virtio-blk disk. The image is cached by
+/// Boot it with `console=ttyS0 root=/dev/vda rw` on a virtio-blk disk, or boot
+/// [`efi_image`](Self::efi_image) through OVMF ([`TestHost::with_ovmf`]). The image is cached by
 /// the script's hash in `$GHOST_TESTHOST_CACHE/debian-bookworm-<hash>/`; attach it to the test
 /// host with [`TestHost::disk`] (a throwaway overlay keeps the cached file pristine) and put
 /// its kernel and initramfs into L2 with [`TestHost::debian`].
@@ -85,6 +117,7 @@ path = "{disk}"
 ///
 /// [`TestHost::disk`]: super::TestHost::disk
 /// [`TestHost::debian`]: super::TestHost::debian
+/// [`TestHost::with_ovmf`]: super::TestHost::with_ovmf
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebianImage {
     /// The cache directory of this build (`debian-bookworm-<hash>`).
@@ -97,6 +130,21 @@ pub struct DebianImage {
     pub initrd: PathBuf,
     /// The kernel's version (`uname -r` in the guest).
     pub kernel_version: String,
+    /// The installed system for a firmware boot (`efi.img`, 1666 MiB apparent, sparse): a GPT
+    /// disk, partition 1 the ESP (FAT32: systemd-boot as `\EFI\BOOT\BOOTX64.EFI` and
+    /// `\EFI\systemd\systemd-bootx64.efi`, `loader/loader.conf` with `timeout 0`,
+    /// `loader/entries/debian.conf`, the kernel and initramfs as `\debian\vmlinuz` and
+    /// `\debian\initrd.img`), partition 2 (`ghost-root`) the same ext4 file system as
+    /// [`image`](Self::image). Root is found by PARTUUID: `/dev/vda2` on virtio-blk,
+    /// `/dev/nvme0n1p2` on NVMe (the kernel has the NVMe driver built in).
+    pub efi_image: PathBuf,
+    /// The PARTUUID of `efi_image`'s root partition (fixed per build).
+    pub efi_root_partuuid: String,
+    /// The loader entry's kernel command line: `root=PARTUUID=<efi_root_partuuid> rw
+    /// console=ttyS0 quiet loglevel=6 panic=-1` (`loglevel=6`: the kernel's notices, its
+    /// `Linux version` banner first, show through `quiet`, so a test sees where the firmware's
+    /// share of a boot ends).
+    pub efi_cmdline: String,
 }
 
 static IMAGE: Mutex<Option<DebianImage>> = Mutex::new(None);
@@ -148,17 +196,25 @@ impl DebianImage {
             }
         };
         need("Debian image build stamp", ".complete")?;
-        let version_file = need("Debian image kernel version", "kernel-version")?;
-        let kernel_version = fs::read_to_string(&version_file)
-            .map_err(|e| Error::io("reading", &version_file, e))?
-            .trim()
-            .to_owned();
+        let read = |what: &'static str, name: &str| -> Result<String> {
+            let path = need(what, name)?;
+            Ok(fs::read_to_string(&path)
+                .map_err(|e| Error::io("reading", &path, e))?
+                .trim()
+                .to_owned())
+        };
+        let kernel_version = read("Debian image kernel version", "kernel-version")?;
+        let efi_root_partuuid = read("Debian EFI disk's root PARTUUID", "efi-root-partuuid")?;
+        let efi_cmdline = read("Debian EFI disk's kernel command line", "efi-cmdline")?;
         Ok(DebianImage {
             dir: dir.to_path_buf(),
             image: need("Debian root image", "root.img")?,
             vmlinuz: need("Debian image kernel", "vmlinuz")?,
             initrd: need("Debian image initramfs", "initrd.img")?,
             kernel_version,
+            efi_image: need("Debian EFI disk", "efi.img")?,
+            efi_root_partuuid,
+            efi_cmdline,
         })
     }
 

@@ -10,9 +10,11 @@ GHOST_GENERIC_KERNEL=/ghost/kernel/generic/bzImage  # present when asked for
 GHOST_INITRD_DIR=/ghost/initrd                    # L3 initramfs images, <name>.cpio.gz
 GHOST_DEBIAN_KERNEL=/ghost/debian/vmlinuz         # the Debian image's kernel, when asked for
 GHOST_DEBIAN_INITRD=/ghost/debian/initrd.img      # and its initramfs
+GHOST_OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd   # Debian's OVMF, when asked for (with_ovmf)
+GHOST_OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd   # its variable store template: copy it per VM
 GHOST_VM_DIR=/run/ghost/vm                        # vm_* state: <name>.in .log .rc .pid
 export GHOST_VMM QEMU GHOST_KERNEL GHOST_VMLINUX GHOST_GENERIC_KERNEL GHOST_INITRD_DIR GHOST_VM_DIR
-export GHOST_DEBIAN_KERNEL GHOST_DEBIAN_INITRD
+export GHOST_DEBIAN_KERNEL GHOST_DEBIAN_INITRD GHOST_OVMF_CODE GHOST_OVMF_VARS
 
 # Hundredths of a second since boot, in $_ghost_now, without forking (/proc/uptime has two
 # decimals).

@@ -3,24 +3,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::process::Command;
 use std::sync::{Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use super::assets::{Assets, KernelFlavor};
+use super::assets::{run_setup, Assets, KernelFlavor, L1Qemu, L1_QEMU_ENV};
 use super::console::Transcript;
 use super::cpio::{Archive, Compression, Contents};
 use super::debian::{DebianImage, L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ};
 use super::error::{Error, Result};
+use super::firmware::Ovmf;
 use super::guest::GuestInitramfs;
 use super::image::{add_busybox, add_dynamic_binary, add_modules};
 use super::paths::{ghost_vmm_binary, target_dir};
-use super::scenario::{Outcome, RunReport, Scenario, ScenarioResult};
+use super::rerun::{left_over, Stop};
+use super::scenario::{RunReport, Scenario};
+use super::session::QemuSession;
 
 /// Where ghost-vmm is inside L2 (when given with [`TestHost::ghost_vmm`]).
 pub const L2_GHOST_VMM: &str = "/usr/bin/ghost-vmm";
@@ -46,6 +45,17 @@ pub const L2_MODULES: &[&str] = &[
     "vfio-pci",
     "tun",
 ];
+
+/// The PCI slot (bus 0) of the first [`TestHost::nvme_disk`]; the next ones follow.
+const L2_NVME_FIRST_SLOT: usize = 0x18;
+/// At most this many: slot 0x1f is the ICH9 LPC bridge's.
+const L2_NVME_MAX: usize = 7;
+
+/// L2's PCI address of the `i`th (from 0) [`TestHost::nvme_disk`]: `0000:00:18.0`, then
+/// `0000:00:19.0`, ...
+pub fn l2_nvme_address(i: usize) -> String {
+    format!("0000:00:{:02x}.0", L2_NVME_FIRST_SLOT + i)
+}
 
 /// Modules loaded in L2 (after [`L2_MODULES`]) when disks are attached ([`TestHost::disk`]):
 /// virtio-pci and virtio-blk, with their dependencies.
@@ -86,11 +96,6 @@ pub const KEEP_ENV: &str = "GHOST_TESTHOST_KEEP";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Slack added to the host-side deadline for the L2 init's own work and power-off.
 const DEADLINE_SLACK: Duration = Duration::from_secs(30);
-/// How long past a scenario's own timeout (or past the last marker, between scenarios) L2
-/// may stay silent before it counts as wedged and QEMU is killed. L2 kills a scenario at its
-/// timeout itself; only a hung L2 kernel misses this.
-const STALL_SLACK: Duration = Duration::from_secs(90);
-
 /// How many fresh L2 boots [`TestHost::run`] may add when L2 stops before the end.
 const DEFAULT_REBOOTS: u32 = 2;
 
@@ -124,12 +129,14 @@ pub enum KernelImages {
 /// | `/lib/modules/<version>/...` | the L2 modules (busybox `modprobe` works for them) |
 /// | `/dev/vda`, `/dev/vdb`, ... | each [`disk`](Self::disk), in order (writes go to a throwaway overlay) |
 /// | `/ghost/debian/{vmlinuz,initrd.img}` | the Debian image's kernel and initramfs ([`debian`](Self::debian)) |
+/// | [`l2_nvme_address`]`(i)` | each [`nvme_disk`](Self::nvme_disk): an NVMe controller to pass through |
+/// | `/usr/share/OVMF/OVMF_{CODE,VARS}_4M.fd` | Debian's OVMF ([`with_ovmf`](Self::with_ovmf)) |
 /// | `/dev/hugepages` | hugetlbfs, 256 × 2 MiB pages reserved |
 /// | [`L2_HELPERS`] `/lib/ghost.sh` | helpers, sourced before each scenario |
 ///
 /// `/lib/ghost.sh` defines `$GHOST_VMM`, `$QEMU`, `$GHOST_KERNEL`, `$GHOST_VMLINUX`,
 /// `$GHOST_GENERIC_KERNEL`, `$GHOST_INITRD_DIR`, `$GHOST_DEBIAN_KERNEL`,
-/// `$GHOST_DEBIAN_INITRD` and:
+/// `$GHOST_DEBIAN_INITRD`, `$GHOST_OVMF_CODE`, `$GHOST_OVMF_VARS` and:
 ///
 /// - `wait_for_line FILE STRING [TIMEOUT_S]`: wait until a line of FILE contains STRING;
 /// - `vm_start NAME CMD...`: run a VMM in the background, stdin from a FIFO, output to the
@@ -174,6 +181,7 @@ pub struct TestHost {
     files: Vec<(String, Contents, u32)>,
     binaries: Vec<(String, PathBuf)>,
     disks: Vec<PathBuf>,
+    nvme_disks: Vec<PathBuf>,
     compression: Compression,
     boot_timeout: Duration,
     deadline: Option<Duration>,
@@ -200,6 +208,7 @@ impl TestHost {
             files: Vec::new(),
             binaries: Vec::new(),
             disks: Vec::new(),
+            nvme_disks: Vec::new(),
             compression: Compression::None,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             deadline: None,
@@ -323,6 +332,46 @@ impl TestHost {
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(path.into());
         self
+    }
+
+    /// Attaches the raw disk image `path` to L2 as an emulated NVMe controller with one
+    /// namespace (`snapshot=on`, as [`disk`](Self::disk)), at the fixed PCI address
+    /// [`l2_nvme_address`]`(i)` for the `i`th (from 0; at most 7): a device to pass through
+    /// to an L3 guest (bind it to `vfio-pci` first; L2's kernel has the NVMe driver built in,
+    /// so the disk is also `/dev/nvme<i>n1` in L2 until then).
+    pub fn nvme_disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nvme_disks.push(path.into());
+        self
+    }
+
+    /// Puts Debian's OVMF ([`Ovmf::ensure`]) into L2 at [`L2_OVMF_DIR`] (`/usr/share/OVMF`,
+    /// as on a Debian host: [`L2_OVMF_CODE`], [`L2_OVMF_VARS`], [`L2_OVMF_CODE_SECBOOT`],
+    /// [`L2_OVMF_VARS_MS`]; `$GHOST_OVMF_CODE` and `$GHOST_OVMF_VARS` in scenarios; 8 MiB of
+    /// L2 image), and makes sure L1 is the fixed QEMU ([`L1Qemu`]: Debian's aborts when an
+    /// L3 guest writes CR8, which OVMF does), running `setup.sh` to build it if needed.
+    /// With `$GHOST_L1_QEMU` set, that binary is used whatever it is.
+    ///
+    /// [`L2_OVMF_DIR`]: super::L2_OVMF_DIR
+    /// [`L2_OVMF_CODE`]: super::L2_OVMF_CODE
+    /// [`L2_OVMF_VARS`]: super::L2_OVMF_VARS
+    /// [`L2_OVMF_CODE_SECBOOT`]: super::L2_OVMF_CODE_SECBOOT
+    /// [`L2_OVMF_VARS_MS`]: super::L2_OVMF_VARS_MS
+    pub fn with_ovmf(mut self) -> Result<Self> {
+        let ovmf = Ovmf::ensure()?;
+        if !self.assets.l1_qemu.fixed && std::env::var_os(L1_QEMU_ENV).is_none() {
+            run_setup()?;
+            self.assets.l1_qemu = L1Qemu::locate(&self.assets.cache_dir, &self.assets.qemu)?;
+            if !self.assets.l1_qemu.fixed {
+                return Err(Error::MissingAsset {
+                    what: "L1 QEMU with the CR8 fix (tests/testhost/l1-qemu.sh)",
+                    path: self.assets.cache_dir.join("qemu-l1-<hash>"),
+                });
+            }
+        }
+        for (dest, src) in ovmf.l2_files() {
+            self = self.host_file(dest, src, 0o644);
+        }
+        Ok(self)
     }
 
     /// Puts the kernel and initramfs of `image` into L2 at [`L2_DEBIAN_VMLINUZ`] and
@@ -535,7 +584,7 @@ impl TestHost {
         let mut cmd = with_script.qemu_command(&image);
         let status = cmd
             .status()
-            .map_err(|e| Error::io("starting", &self.assets.qemu, e))?;
+            .map_err(|e| Error::io("starting", &self.assets.l1_qemu.binary, e))?;
         let _ = fs::remove_file(&image);
         Ok(status)
     }
@@ -544,8 +593,10 @@ impl TestHost {
     fn qemu_command(&self, image: &Path) -> Command {
         let mut cmdline: Vec<&str> = L2_BASE_CMDLINE.to_vec();
         cmdline.extend(self.cmdline.iter().map(String::as_str));
-        let mut cmd = Command::new(&self.assets.qemu);
-        cmd.args(["-accel", "tcg,thread=multi"])
+        let l1 = &self.assets.l1_qemu;
+        let mut cmd = Command::new(&l1.binary);
+        cmd.args(&l1.args)
+            .args(["-accel", "tcg,thread=multi"])
             .args(["-machine", "q35,kernel-irqchip=split"])
             .args(["-cpu", "max"])
             .args(["-smp", &self.cpus.to_string()])
@@ -558,6 +609,18 @@ impl TestHost {
             let file = disk.to_string_lossy().replace(',', ",,");
             cmd.arg("-drive")
                 .arg(format!("file={file},if=virtio,format=raw,snapshot=on"));
+        }
+        for (i, disk) in self.nvme_disks.iter().enumerate() {
+            let file = disk.to_string_lossy().replace(',', ",,");
+            cmd.arg("-drive")
+                .arg(format!(
+                    "file={file},if=none,id=ghost-nvme{i},format=raw,snapshot=on"
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "nvme,drive=ghost-nvme{i},serial=ghost-nvme{i},addr={:#x}",
+                    L2_NVME_FIRST_SLOT + i
+                ));
         }
         cmd.arg("-kernel")
             .arg(&self.assets.cloud.bzimage)
@@ -587,7 +650,13 @@ impl TestHost {
         if !self.disks.is_empty() {
             wanted.extend(L2_DISK_MODULES);
         }
-        for disk in &self.disks {
+        if self.nvme_disks.len() > L2_NVME_MAX {
+            return Err(Error::Config(format!(
+                "{} NVMe disks: at most {L2_NVME_MAX}",
+                self.nvme_disks.len()
+            )));
+        }
+        for disk in self.disks.iter().chain(&self.nvme_disks) {
             if !disk.is_file() {
                 return Err(Error::MissingAsset {
                     what: "disk image",
@@ -692,77 +761,6 @@ impl TestHost {
     }
 }
 
-/// What a boot that stopped early left to run, in order: every scenario that never started,
-/// and the one that was running when L2 stopped unless it already ran again once (`rerun`).
-fn left_over(
-    scenarios: &[Scenario],
-    report: &RunReport,
-    rerun: &mut BTreeSet<String>,
-) -> Vec<Scenario> {
-    scenarios
-        .iter()
-        .filter(
-            |s| match report.scenario(&s.name).map(ScenarioResult::outcome) {
-                Some(Outcome::NotStarted) | None => true,
-                Some(Outcome::Unfinished) => rerun.insert(s.name.clone()),
-                Some(_) => false,
-            },
-        )
-        .cloned()
-        .collect()
-}
-
-/// Where and how one boot stopped early.
-struct Stop {
-    /// The scenario that was running, if any.
-    running: Option<String>,
-    /// What ended L1 QEMU.
-    how: String,
-}
-
-impl Stop {
-    /// `None` for a boot that ran to its end.
-    fn of(report: &RunReport) -> Option<Stop> {
-        if report.completed {
-            return None;
-        }
-        let running = report
-            .scenarios
-            .iter()
-            .find(|s| s.outcome() == Outcome::Unfinished)
-            .map(|s| s.name.clone());
-        let how = if report.deadline_hit {
-            "QEMU killed at a deadline".to_owned()
-        } else {
-            match report.exit_status {
-                Some(status) => format!("L1 QEMU exited ({status})"),
-                None => "L1 QEMU was killed".to_owned(),
-            }
-        };
-        Some(Stop { running, how })
-    }
-
-    /// One line: which boot stopped where and why, and what happens to what it left
-    /// (`again`; `more`: whether a fresh boot runs it).
-    fn describe(&self, boot: u32, log: &Path, again: &[Scenario], more: bool) -> String {
-        let at = self
-            .running
-            .as_ref()
-            .map_or_else(|| "between scenarios".to_owned(), |s| format!("during {s}"));
-        let names: Vec<&str> = again.iter().map(|s| s.name.as_str()).collect();
-        let next = match (names.is_empty(), more) {
-            (true, _) => "nothing left to run again".to_owned(),
-            (false, true) => format!("a fresh boot runs {}", names.join(", ")),
-            (false, false) => format!("this run boots no more; not run: {}", names.join(", ")),
-        };
-        format!(
-            "boot {boot} stopped early {at} ({}; log {}): {next}",
-            self.how,
-            log.display()
-        )
-    }
-}
-
 /// Names become file names and marker words: `[A-Za-z0-9._-]+`.
 fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -775,300 +773,5 @@ fn check_name(what: &str, name: &str) -> Result<()> {
         Err(Error::Config(format!(
             "{what} name {name:?}: use letters, digits, '.', '_', '-'"
         )))
-    }
-}
-
-/// A running L2 QEMU: its console read line by line on a thread, timestamped as read.
-/// Killed and reaped on drop, so a panicking test leaves no QEMU behind.
-struct QemuSession {
-    child: Child,
-    started: Instant,
-    lines: mpsc::Receiver<(Instant, Vec<u8>)>,
-    stdout_reader: Option<thread::JoinHandle<()>>,
-    stderr_reader: Option<thread::JoinHandle<String>>,
-    log: BufWriter<File>,
-    log_path: PathBuf,
-    reaped: bool,
-}
-
-/// How long QEMU may take to exit after its console closed.
-const EXIT_GRACE: Duration = Duration::from_secs(10);
-
-impl QemuSession {
-    fn start(mut cmd: Command, log: File, log_path: &Path) -> Result<Self> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // If the test process dies without dropping us (SIGKILL from a CI timeout), take QEMU
-        // down with it. The signal fires when the spawning thread exits; `run` finishes QEMU
-        // before returning, so that is never early.
-        // SAFETY: runs in the child between fork and exec; prctl is async-signal-safe and
-        // touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            program: cmd.get_program().to_string_lossy().into_owned(),
-            source,
-        })?;
-        let (tx, lines) = mpsc::channel();
-        let stdout_reader = child.stdout.take().map(|out| {
-            thread::spawn(move || {
-                let mut reader = BufReader::new(out);
-                loop {
-                    let mut line = Vec::new();
-                    match reader.read_until(b'\n', &mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            if tx.send((Instant::now(), line)).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            })
-        });
-        let stderr_reader = child.stderr.take().map(|mut err| {
-            thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = err.read_to_end(&mut buf);
-                String::from_utf8_lossy(&buf).into_owned()
-            })
-        });
-        Ok(QemuSession {
-            child,
-            started,
-            lines,
-            stdout_reader,
-            stderr_reader,
-            log: BufWriter::new(log),
-            log_path: log_path.to_path_buf(),
-            reaped: false,
-        })
-    }
-
-    /// Feeds console lines to `transcript` (and the log, and stderr) until the console closes
-    /// or a deadline passes: `boot_timeout` until L2 is up, `deadline` overall (both since
-    /// start), and [`Transcript::stall_limit`] for an L2 that stops making progress. Returns
-    /// whether a deadline killed QEMU.
-    fn read_until(
-        &mut self,
-        deadline: Duration,
-        boot_timeout: Duration,
-        transcript: &mut Transcript,
-        name: &str,
-    ) -> Result<bool> {
-        loop {
-            let (limit, why) = match transcript.stall_limit(STALL_SLACK) {
-                None => (boot_timeout.min(deadline), "deadline"),
-                Some(stall) if stall < deadline => {
-                    (stall, "L2 silent past its scenario's timeout (wedged)")
-                }
-                Some(_) => (deadline, "deadline"),
-            };
-            let now = self.started.elapsed();
-            if now >= limit {
-                let _ = self.child.kill();
-                let _ = writeln!(
-                    self.log,
-                    "[{:8.3}] testhost: {why}, QEMU killed",
-                    now.as_secs_f64()
-                );
-                eprintln!(
-                    "[{name} {:8.3}] testhost: {why}, QEMU killed",
-                    now.as_secs_f64()
-                );
-                self.flush_log()?;
-                return Ok(true);
-            }
-            match self.lines.recv_timeout(limit - now) {
-                Ok((at, raw)) => {
-                    let at = at.saturating_duration_since(self.started);
-                    let raw = String::from_utf8_lossy(&raw);
-                    let text = transcript.push(at, raw.trim_end_matches(['\n', '\r']));
-                    writeln!(self.log, "[{:8.3}] {text}", at.as_secs_f64())
-                        .map_err(|e| Error::io("writing", &self.log_path, e))?;
-                    eprintln!("[{name} {:8.3}] {text}", at.as_secs_f64());
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush_log()?;
-                    return Ok(false);
-                }
-            }
-        }
-    }
-
-    fn flush_log(&mut self) -> Result<()> {
-        self.log
-            .flush()
-            .map_err(|e| Error::io("writing", &self.log_path, e))
-    }
-
-    /// Reaps QEMU (killing it if it lingers): its exit status (`None` if killed by a signal),
-    /// its stderr, and the time it ran.
-    fn finish(mut self) -> (Option<ExitStatus>, String, Duration) {
-        let grace = Instant::now() + EXIT_GRACE;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < grace => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = self.child.kill();
-                    break self.child.wait().ok();
-                }
-            }
-        };
-        self.reaped = true;
-        let wall = self.started.elapsed();
-        if let Some(reader) = self.stdout_reader.take() {
-            let _ = reader.join();
-        }
-        let stderr = self
-            .stderr_reader
-            .take()
-            .and_then(|r| r.join().ok())
-            .unwrap_or_default();
-        // A signal-killed QEMU has no exit code: report it as killed.
-        (status.filter(|s| s.code().is_some()), stderr, wall)
-    }
-}
-
-impl Drop for QemuSession {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testhost::scenario::Line;
-
-    fn result(name: &str, started: bool, rc: Option<i32>) -> ScenarioResult {
-        ScenarioResult {
-            name: name.into(),
-            rc,
-            started_at: started.then(|| Duration::from_secs(1)),
-            ended_at: rc.map(|_| Duration::from_secs(2)),
-            lines: vec![Line {
-                at: Duration::from_secs(1),
-                text: format!("{name} said"),
-            }],
-            ..Default::default()
-        }
-    }
-
-    fn report(results: Vec<ScenarioResult>, completed: bool) -> RunReport {
-        RunReport {
-            scenarios: results,
-            lines: Vec::new(),
-            l2_up_at: Some(Duration::from_secs(10)),
-            l2_info: String::new(),
-            completed,
-            deadline_hit: !completed,
-            exit_status: None,
-            qemu_stderr: String::new(),
-            log_path: PathBuf::from("console.log"),
-            wall: Duration::from_secs(100),
-            pack_time: Duration::from_secs(1),
-            l2_image_bytes: 1,
-            early_stops: Vec::new(),
-        }
-    }
-
-    fn scenarios(names: &[&str]) -> Vec<Scenario> {
-        names.iter().map(|n| Scenario::new(*n, "true")).collect()
-    }
-
-    fn names(s: &[Scenario]) -> Vec<&str> {
-        s.iter().map(|s| s.name.as_str()).collect()
-    }
-
-    #[test]
-    fn a_stopped_boot_leaves_the_running_scenario_once_and_those_never_started() {
-        let all = scenarios(&["passed", "failed", "wedged", "later"]);
-        let first = report(
-            vec![
-                result("passed", true, Some(0)),
-                result("failed", true, Some(1)),
-                result("wedged", true, None),
-                result("later", false, None),
-            ],
-            false,
-        );
-        let mut rerun = BTreeSet::new();
-        let again = left_over(&all, &first, &mut rerun);
-        // A scenario's own failure is its result; only the test host's stop is run again.
-        assert_eq!(names(&again), ["wedged", "later"]);
-        let stop = Stop::of(&first).expect("an early stop");
-        let line = stop.describe(1, Path::new("console.log"), &again, true);
-        assert!(
-            line.contains("boot 1 stopped early during wedged"),
-            "{line}"
-        );
-        assert!(line.contains("QEMU killed at a deadline"), "{line}");
-        assert!(line.ends_with("a fresh boot runs wedged, later"), "{line}");
-        let line = stop.describe(3, Path::new("console-3.log"), &again, false);
-        assert!(
-            line.ends_with("boots no more; not run: wedged, later"),
-            "{line}"
-        );
-        assert!(Stop::of(&report(Vec::new(), true)).is_none());
-
-        // The same scenario stops its second boot too: it is not run a third time.
-        let mut merged = first;
-        merged.absorb(report(
-            vec![result("wedged", true, None), result("later", false, None)],
-            false,
-        ));
-        assert_eq!(names(&left_over(&all, &merged, &mut rerun)), ["later"]);
-    }
-
-    #[test]
-    fn a_later_boot_replaces_what_it_ran_and_ends_the_run() {
-        let mut first = report(
-            vec![
-                result("passed", true, Some(0)),
-                result("wedged", true, None),
-                result("later", false, None),
-            ],
-            false,
-        );
-        first.lines.push(Line {
-            at: Duration::from_secs(5),
-            text: "boot 1".into(),
-        });
-        first.early_stops.push("boot 1 stopped early".into());
-        let mut second = report(
-            vec![
-                result("wedged", true, Some(0)),
-                result("later", true, Some(0)),
-            ],
-            true,
-        );
-        second.lines.push(Line {
-            at: Duration::from_secs(3),
-            text: "boot 2".into(),
-        });
-        first.absorb(second);
-        let order: Vec<&str> = first.scenarios.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(order, ["passed", "wedged", "later"]);
-        assert!(first.all_succeeded());
-        assert!(first.completed && !first.deadline_hit);
-        assert_eq!(first.wall, Duration::from_secs(200));
-        let texts: Vec<&str> = first.lines.iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(texts, ["boot 1", "boot 2"]);
-        assert_eq!(first.early_stops, ["boot 1 stopped early"]);
-        assert!(first.to_string().contains("boot 1 stopped early"));
     }
 }

@@ -9,7 +9,9 @@
 //! dies before the end is booted again for what it had left ([`TestHost::run`]).
 //!
 //! Prerequisites: `tests/testhost/setup.sh` (run automatically by [`Assets::ensure`]) and, for
-//! scenarios that use ghost-vmm, a built binary (see [`ghost_vmm_binary`]).
+//! scenarios that use ghost-vmm, a built binary (see [`ghost_vmm_binary`]). L1 is the
+//! project's build of Debian's QEMU with the CR8 fix when `setup.sh` has made it ([`L1Qemu`]);
+//! firmware guests need it ([`TestHost::with_ovmf`], [`Ovmf`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -26,25 +28,32 @@ mod console;
 mod cpio;
 mod debian;
 mod error;
+mod firmware;
 mod guest;
 mod host;
 mod image;
 mod paths;
+mod rerun;
 mod scenario;
+mod session;
 
-pub use assets::{Assets, Kernel, KernelFlavor, Module};
+pub use assets::{Assets, Kernel, KernelFlavor, L1Qemu, Module, L1_FIRMWARE_DIRS, L1_QEMU_ENV};
 pub use cpio::{Compression, Contents};
 pub use debian::{
-    debian_vm_file, DebianImage, DEBIAN_CMDLINE, DEBIAN_READY, DEBIAN_SHELL_READY, L2_DEBIAN_DIR,
-    L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ,
+    debian_vm_file, DebianImage, DEBIAN_CMDLINE, DEBIAN_GUEST_SHELL, DEBIAN_READY,
+    DEBIAN_SHELL_READY, L2_DEBIAN_DIR, L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ,
 };
 pub use error::{Error, Result};
+pub use firmware::{
+    qemu_ovmf_args, Ovmf, L2_OVMF_CODE, L2_OVMF_CODE_SECBOOT, L2_OVMF_DIR, L2_OVMF_VARS,
+    L2_OVMF_VARS_MS,
+};
 pub use guest::{
     probe_init, GuestInitramfs, PROBE_BYE, PROBE_INIT_OK, PROBE_READY, VIRTIO_MODULES,
 };
 pub use host::{
-    KernelImages, TestHost, KEEP_ENV, L2_BASE_CMDLINE, L2_DISK_MODULES, L2_GHOST_VMM, L2_HELPERS,
-    L2_INITRD_DIR, L2_KERNEL_DIR, L2_MODULES, L2_QEMU,
+    l2_nvme_address, KernelImages, TestHost, KEEP_ENV, L2_BASE_CMDLINE, L2_DISK_MODULES,
+    L2_GHOST_VMM, L2_HELPERS, L2_INITRD_DIR, L2_KERNEL_DIR, L2_MODULES, L2_QEMU,
 };
 pub use paths::{
     cache_dir, ghost_vmm_binary, target_dir, workspace_root, CACHE_ENV, GHOST_VMM_BIN_ENV,
