@@ -16,6 +16,14 @@
 //!   no disk: OVMF runs the device's ROM, and iPXE's lines on the serial console are what a
 //!   ghost-vmm test of option ROMs can look for.
 //!
+//! - `ghost-virtio`: the same installed Debian under **ghost-vmm** and the same OVMF, from
+//!   virtio-blk with a virtio-net NIC: the guest sees UEFI, SMBIOS naming the VM, ghost-vmm's
+//!   ACPI tables, its disk and NIC; `efibootmgr` creates a boot entry; `systemctl reboot`
+//!   goes back through the firmware, whose boot manager now starts that entry (Boot0003); once
+//!   the guest is at multi-user again, SIGTERM presses
+//!   the (fixed-feature ACPI) power button and logind powers off (exit 0); a second run finds
+//!   the entry in the variable store, boots it, and `systemctl poweroff` exits 0.
+//!
 //! Every phase's time is printed (`-- --nocapture`): VMM start to OVMF's first output, to the
 //! kernel's banner (`Linux version`, shown through `quiet` by the entry's `loglevel=6`), to
 //! `GHOST-READY`, and the guest's own uptime then.
@@ -143,7 +151,7 @@ bind_vfio {E1000E} || exit 1
 rom=/sys/bus/pci/devices/{E1000E}/rom
 echo 1 >$rom && echo "ROM_BYTES=$(cat $rom | wc -c)"; echo 0 >$rom
 {start}
-vm_wait_for {vm} iPXE 400 || {{ echo NO_IPXE; vm_kill {vm}; {resets} exit 1; }}
+vm_wait_for {vm} 'Network Boot Firmware' 400 || {{ echo NO_IPXE; vm_kill {vm}; {resets} exit 1; }}
 ghost_mark ipxe
 vm_wait_for {vm} 'Nothing to boot' 60
 ghost_mark stop
@@ -156,6 +164,66 @@ ghost_mark vm-exited
             4446,
             &format!("-nic none -device vfio-pci,host={E1000E}")
         ),
+    )
+}
+
+/// The ghost-vmm VM: OVMF from L2's `/usr/share/OVMF`, its store created beside the VM file's
+/// name in /tmp, the EFI disk and a TAP.
+fn ghost_vm_file(vm: &str) -> String {
+    format!(
+        "[vm]\nname = \"{vm}\"\nvcpus = 2\n\n[memory]\nsize = \"1G\"\n\n[boot]\n\
+         firmware = \"/usr/share/OVMF/OVMF_CODE_4M.fd\"\nfirmware_vars = \"/tmp/{vm}.vars\"\n\n\
+         [[disk]]\npath = \"{VIRTIO_DISK}\"\n\n[[net]]\ntap = \"tap-{vm}\"\n"
+    )
+}
+
+/// Waits until the VM's log holds `count` lines with `text` (or `timeout` seconds pass).
+const WAIT_COUNT: &str = r#"
+vm_wait_count() {
+    _end=$(( $(cut -d. -f1 /proc/uptime) + $4 ))
+    while [ "$(grep -cF -- "$2" "$GHOST_VM_DIR/$1.log")" -lt "$3" ]; do
+        [ "$(cut -d. -f1 /proc/uptime)" -ge "$_end" ] && return 1
+        [ -f "$GHOST_VM_DIR/$1.rc" ] && return 1
+        sleep 1
+    done
+}
+"#;
+
+/// `ghost-virtio`: ghost-vmm + OVMF (see the module docs).
+fn ghost_script() -> String {
+    let vm = "g3";
+    let again = "g3b";
+    format!(
+        r#"{DEBIAN_GUEST_SHELL}{WAIT_COUNT}
+[ -b {VIRTIO_DISK} ] || {{ echo NO_DISK; exit 1; }}
+ghost_mark vm-start
+vm_start {vm} $GHOST_VMM run /ghost/vm/{vm}.toml
+vm_wait_for {vm} {DEBIAN_READY} {READY_TIMEOUT_S} || {{ vm_kill {vm}; exit 1; }}
+ghost_mark multi-user
+{questions}
+ask {vm} L3_NIC 'sh -c "ls /sys/class/net | grep -v ^lo"' || exit 1
+ask {vm} L3_NEW_ENTRY 'sh -c "efibootmgr -c -d /dev/vda -p 1 -L ghost-test -l /EFI/BOOT/BOOTX64.EFI >/dev/null && echo created"' || exit 1
+ghost_mark reboot
+vm_send {vm} 'systemctl reboot'
+vm_wait_count {vm} {DEBIAN_READY} 2 {READY_TIMEOUT_S} || {{ echo NO_SECOND_BOOT; vm_kill {vm}; exit 1; }}
+ghost_mark rebooted
+echo "BOOTS=$(grep -c 'BdsDxe: starting' $GHOST_VM_DIR/{vm}.log)"
+echo "ENTRY_BOOTS=$(grep -c 'starting Boot0003' $GHOST_VM_DIR/{vm}.log)"
+ghost_mark poweroff
+kill -TERM "$(cat $GHOST_VM_DIR/{vm}.pid)"
+vm_wait {vm} 120
+echo "VM_RC=$?"
+ghost_mark vm-exited
+vm_start {again} $GHOST_VMM run /ghost/vm/{vm}.toml
+vm_wait_for {again} {DEBIAN_SHELL_READY} {READY_TIMEOUT_S} || {{ vm_kill {again}; exit 1; }}
+debian_shell_setup {again}
+ask {again} L3_KEPT_ENTRY 'sh -c "efibootmgr | grep -c ^Boot0003"' || {{ vm_kill {again}; exit 1; }}
+echo "AGAIN_ENTRY_BOOTS=$(grep -c 'starting Boot0003' $GHOST_VM_DIR/{again}.log)"
+vm_send {again} 'systemctl poweroff'
+vm_wait {again} 120
+echo "VM2_RC=$?"
+"#,
+        questions = guest_questions(vm),
     )
 }
 
@@ -181,6 +249,9 @@ fn run() -> &'static Run {
             .expect("test-host assets (tests/testhost/setup.sh)")
             .with_ovmf()
             .expect("OVMF and the fixed L1 QEMU (tests/testhost/setup.sh)")
+            .with_built_ghost_vmm()
+            .expect("a built ghost-vmm (cargo build --release -p ghost-cli)")
+            .file("/ghost/vm/g3.toml", ghost_vm_file("g3"), 0o644)
             .without_l3_kernel(KernelFlavor::Cloud)
             .disk(&image.efi_image) // VIRTIO_DISK
             .nvme_disk(&image.efi_image) // l2_nvme_address(0)
@@ -218,6 +289,7 @@ fn run() -> &'static Run {
                 )
                 .timeout(t),
                 Scenario::new("ovmf-ipxe", ipxe_script()).timeout(t),
+                Scenario::new("ghost-virtio", ghost_script()).timeout(Duration::from_secs(1200)),
             ])
             .expect("the test host boots");
         Run { report, image }
@@ -387,4 +459,46 @@ fn ovmf_runs_a_passed_through_nics_ipxe_option_rom() {
         s.contains("Press Ctrl-B for the iPXE command line"),
         "iPXE's prompt:\n{t}"
     );
+}
+
+#[test]
+fn ghost_vmm_and_ovmf_boot_the_installed_debian_keep_its_variables_and_power_off() {
+    let s = scenario("ghost-virtio");
+    print_phases("ghost-virtio", s);
+    let t = s.transcript();
+    s.assert_success();
+    assert_eq!(s.line_after("L3_STATE="), Some("running"), "{t}");
+    assert_eq!(s.line_after("L3_EFI="), Some("present"), "{t}");
+    assert_eq!(s.line_after("L3_EFI_BITS="), Some("64"), "{t}");
+    // SMBIOS from ghost-vmm: the product is the VM's name.
+    assert_eq!(s.line_after("L3_PRODUCT="), Some("g3"), "{t}");
+    assert_eq!(s.line_after("L3_VENDOR="), Some("ghost-vmm"), "{t}");
+    assert!(
+        s.line_after("L3_ACPI_TABLES=")
+            .is_some_and(|l| ["APIC", "FACP", "FACS", "DSDT", "MCFG"]
+                .iter()
+                .all(|t| l.split_whitespace().any(|w| w == *t))),
+        "ghost-vmm's ACPI tables (MADT, FADT, FACS, DSDT, MCFG) through the loader:\n{t}"
+    );
+    assert_eq!(s.value::<u32>("L3_CPUS="), Some(2), "the MADT's CPUs:\n{t}");
+    let root = s.line_after("L3_ROOT=").unwrap_or_default();
+    assert_eq!(
+        root.split_whitespace().collect::<Vec<_>>(),
+        ["/dev/vda2", "ext4"],
+        "{t}"
+    );
+    assert!(
+        s.line_after("L3_NIC=").is_some_and(|l| l.starts_with("en")),
+        "the virtio-net NIC:\n{t}"
+    );
+    assert_eq!(s.line_after("L3_NEW_ENTRY="), Some("created"), "{t}");
+    // Reboot went back through the firmware, whose boot manager started the new entry.
+    assert_eq!(s.value::<u32>("BOOTS="), Some(2), "{t}");
+    assert_eq!(s.value::<u32>("ENTRY_BOOTS="), Some(1), "{t}");
+    // The power button (SIGTERM): logind powered the guest off, ghost-vmm exited 0.
+    assert_eq!(s.value::<i32>("VM_RC="), Some(0), "{t}");
+    // Stopped and started again: the entry is in the variable store, and it is what booted.
+    assert_eq!(s.value::<u32>("L3_KEPT_ENTRY="), Some(1), "{t}");
+    assert_eq!(s.value::<u32>("AGAIN_ENTRY_BOOTS="), Some(1), "{t}");
+    assert_eq!(s.value::<i32>("VM2_RC="), Some(0), "{t}");
 }

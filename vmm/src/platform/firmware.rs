@@ -308,7 +308,11 @@ impl PowerButton for PmButton {
             .unwrap_or_else(|e| e.into_inner())
             .press_power_button();
         if !enabled {
-            log::info!("the guest has not enabled its power button yet; the press waits for it");
+            // Like a PC's button pressed while the OS is still starting: the status bit is set,
+            // but an OS that initializes ACPI later clears it; the stop timeout still applies.
+            log::warn!(
+                "the guest has not enabled its power button (yet): it may not see this press"
+            );
         }
         Ok(())
     }
