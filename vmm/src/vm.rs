@@ -11,6 +11,7 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use ghost_api::ApiServer;
 use ghost_boot::layout;
 use ghost_devices::boot_timer::{BootTimer, MilestoneSink};
+use ghost_devices::i8042::{I8042Device, I8042_DATA_PORT, I8042_PORT_LEN};
 use ghost_devices::serial::{SerialDevice, SerialOutput, SERIAL_PORT_LEN};
 use ghost_devices::Bus;
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
@@ -249,6 +250,12 @@ impl Vm {
             None => None,
         };
         let power = PowerToControl(control.clone());
+        // Both platforms: the PC reset line (0xFE to port 0x64), Linux's `reboot=k`.
+        pio.insert(
+            Arc::new(Mutex::new(I8042Device::new(power.clone()))),
+            u64::from(I8042_DATA_PORT),
+            I8042_PORT_LEN,
+        )?;
         let rtc = level.rtc.plug(&vm_fd, &pio)?;
 
         pio.insert(

@@ -1,11 +1,10 @@
 //! Direct kernel boot: the kernel, initramfs, boot_params and hardware-reduced ACPI tables
-//! in guest memory, the ACPI power port, the i8042 reset line and the GED power button.
+//! in guest memory, the ACPI power port and the GED power button.
 
 use std::sync::{Arc, Mutex};
 
 use ghost_boot::layout;
 use ghost_devices::ged::GedDevice;
-use ghost_devices::i8042::{I8042Device, I8042_DATA_PORT, I8042_PORT_LEN};
 use ghost_devices::power::AcpiPowerDevice;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -25,11 +24,6 @@ pub(super) fn board(ctx: BoardContext<'_>) -> Result<Board, VmmError> {
         ))),
         u64::from(layout::ACPI_POWER_PORT),
         1,
-    )?;
-    ctx.pio.insert(
-        Arc::new(Mutex::new(I8042Device::new(ctx.power.clone()))),
-        u64::from(I8042_DATA_PORT),
-        I8042_PORT_LEN,
     )?;
     // The power button: the GED's event register and its edge-triggered interrupt.
     let ged_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd)?;

@@ -84,8 +84,8 @@ fn file_error(key: &'static str, path: &Path, e: &std::io::Error) -> FirmwareErr
 /// The run's firmware images.
 #[derive(Debug)]
 pub(crate) struct FirmwareImages {
-    code: File,
-    vars: File,
+    code: (File, PathBuf),
+    vars: (File, PathBuf),
 }
 
 impl FirmwareImages {
@@ -119,8 +119,8 @@ impl FirmwareImages {
             });
         }
         Ok(Self {
-            code: code_file,
-            vars: vars_file,
+            code: (code_file, code.to_owned()),
+            vars: (vars_file, vars.to_owned()),
         })
     }
 }
@@ -452,12 +452,8 @@ fn acpi_files(fw_cfg: &mut FwCfg, source: AcpiSource) -> Result<(), FirmwareErro
 
 pub(super) fn board(images: &FirmwareImages, ctx: BoardContext<'_>) -> Result<Board, VmmError> {
     let config = ctx.config;
-    let clone = |f: &File, key: &'static str| {
-        f.try_clone().map_err(|e| FirmwareError::File {
-            key,
-            path: PathBuf::new(),
-            why: e.to_string(),
-        })
+    let clone = |(f, path): &(File, PathBuf), key: &'static str| {
+        f.try_clone().map_err(|e| file_error(key, path, &e))
     };
     let code = Pflash::from_file(
         clone(&images.code, "boot.firmware")?,
@@ -511,13 +507,6 @@ pub(super) fn board(images: &FirmwareImages, ctx: BoardContext<'_>) -> Result<Bo
         )
         .map_err(|e| VmmError::Pci(e.into()))?;
     }
-    ctx.pio.insert(
-        Arc::new(Mutex::new(ghost_devices::i8042::I8042Device::new(
-            ctx.power.clone(),
-        ))),
-        u64::from(ghost_devices::i8042::I8042_DATA_PORT),
-        ghost_devices::i8042::I8042_PORT_LEN,
-    )?;
     ctx.pio.insert(
         Arc::new(Mutex::new(DebugConsole::new(config.vm.name.clone()))),
         u64::from(DEBUGCON_PORT),
