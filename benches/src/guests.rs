@@ -170,13 +170,21 @@ $GHOST_VMM vfio unbind {NVME} >/dev/null
 /// multi-user, wait for systemd to be idle, press the power button, wait for the VMM to exit.
 pub(super) fn debian_l2(name: &str, disk: &str, cmds: &DebianCmds) -> String {
     let start = cmds.start.replace(DISK, disk);
-    let (stop, after) = (cmds.stop, cmds.after);
     format!(
         r#"vm={name}
 [ -b /dev/{disk} ] || {{ echo "NO_DISK /dev/{disk}"; exit 1; }}
 ghost_mark start
 vm_start $vm {start}
-vm_wait_for $vm "{READY_LINE}" 300 || {{ vm_kill $vm; exit 1; }}
+{tail}"#,
+        tail = ready_settle_stop(cmds.stop, cmds.after),
+    )
+}
+
+/// The end of a Debian guest's L2 script (VM `$vm`, started): multi-user, the root shell, a
+/// settled systemd, then `stop` (the power button), the VMM's exit status, `after`.
+pub(super) fn ready_settle_stop(stop: &str, after: &str) -> String {
+    format!(
+        r#"vm_wait_for $vm "{READY_LINE}" 300 || {{ vm_kill $vm; exit 1; }}
 vm_wait_for $vm {DEBIAN_SHELL_READY} 120 || {{ vm_kill $vm; exit 1; }}
 # Stop a settled guest: once systemd says its boot is over (running, or degraded). The console
 # echoes what is typed, with the marker split by quotes; only what echo prints has it whole.

@@ -88,6 +88,31 @@ pub const FIGURES: &[Figure] = &[
         Better::Lower,
     ),
     fig(
+        "firmware_boot_s",
+        "firmware boot: VMM start to multi-user (GHOST-READY), installed Debian via OVMF",
+        "s",
+        Better::Lower,
+    ),
+    fig(
+        "firmware_share_s",
+        "firmware's share: VMM start to the kernel's first line (`Linux version`)",
+        "s",
+        Better::Lower,
+    ),
+    // ghost-vmm's control API counters (PIO + MMIO), sampled when the kernel's banner appears
+    // on the console: the firmware's exits, and the kernel's first few.
+    ghost_only(
+        "firmware_exits",
+        "exits to the VMM during the firmware (sampled at `Linux version`)",
+        "exits",
+    ),
+    fig(
+        "firmware_stop_s",
+        "stop: installed Debian via OVMF, stop request (ACPI power button) to VMM exit",
+        "s",
+        Better::Lower,
+    ),
+    fig(
         "rss_overhead_mib",
         "memory: VMM RSS beyond guest RAM (idle)",
         "MiB",

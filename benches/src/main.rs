@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p ghost-benches --bin ghost-bench -- [--runs N] [--debian-runs N]
-//!     [--quick] [--out DIR] [--cloud-hypervisor BINARY]
+//!     [--firmware-runs N] [--quick] [--out DIR] [--cloud-hypervisor BINARY]
 //! ```
 //!
 //! Each run boots the same L3 guest (Debian's cloud kernel, 1 vCPU, 256 MiB, a 128 MiB raw
@@ -14,40 +14,52 @@
 //! `tests/testhost/debian-image.sh` (2 vCPUs, 1 GiB, root on virtio-blk, its own kernel and
 //! initramfs) booted to multi-user (`GHOST-READY`) and stopped by its ACPI power button
 //! (ghost-vmm: SIGTERM; QEMU: QMP `system_powerdown`), each boot on its own pristine copy of
-//! the image (L2's `/dev/vda`, `/dev/vdb`, ...). The VMMs alternate within a run, so drift on
-//! the shared machine hits both alike, and the one that goes first rotates from run to run
+//! the image (L2's `/dev/vda`, `/dev/vdb`, ...); then the same system installed (a GPT disk,
+//! an ESP with systemd-boot) booted by Debian's OVMF under ghost-vmm and QEMU q35
+//! ([`firmware`]): to multi-user, to the kernel's first line (the firmware's share), ghost-vmm's
+//! exits by then, the stop. The VMMs alternate within a run, so drift on the shared machine
+//! hits both alike, and the one that goes first rotates from run to run
 //! ([`ghost_benches::run_order`]), so no VMM always has the first slot. A scenario whose
 //! guest did not finish is reported and run once more; a test host that dies is booted again
 //! for what is left. The table of medians and ratios is printed and written to `DIR/<date>.md`
 //! (`<date>-2.md`, ... for a later run of the same day; default `benches/results`; with
 //! `--quick`, `target/bench-results`).
 //!
+//! `--debian-runs N` and `--firmware-runs N` (0 to skip the firmware boots, and with them the
+//! need for OVMF and the fixed L1 QEMU) boot the image directly, or through the firmware, in
+//! the first N runs only. Every such boot needs its own copy of its image, and a test host
+//! holds 20 ([`plan::MAX_DEBIAN_BOOTS`]): by default both get the same number of runs, all of
+//! them if the copies suffice (a 5-run plan: 4, with microvm's direct boots); a count given is
+//! kept (or refused if it cannot be), the other gets what is left.
+//!
 //! `--cloud-hypervisor BINARY` adds a column for a Cloud Hypervisor the user built (PVH boot of
 //! the same kernel's vmlinux, same devices); like microvm's, its figures are for reference.
 //!
-//! `--quick` (CI) takes one run with smaller workloads, and boots the Debian image under the
-//! two required VMMs only (ghost-vmm and QEMU q35): it proves the harness and both VMMs still
-//! produce every figure, without judging them. Exit status: 0 with every figure present, 1
-//! otherwise, 2 for bad usage.
+//! `--quick` (CI) takes one run with smaller workloads, and boots the Debian image, directly
+//! and through the firmware, under the two required VMMs only (ghost-vmm and QEMU q35), once
+//! each: it proves the harness and both VMMs still produce every figure, without judging them.
+//! Exit status: 0 with every figure present, 1 otherwise, 2 for bad usage.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ghost_benches::{figure, results_path, run_order, today, Samples, FIGURES};
+use ghost_benches::{figure, results_path, today, Samples, FIGURES};
 use ghost_tests::guest_tools::{build_static, vm_file};
 use ghost_tests::testhost::{
-    debian_vm_file, workspace_root, DebianImage, GuestInitramfs, Outcome, RunReport, Scenario,
-    ScenarioResult, TestHost, DEBIAN_READY, VIRTIO_MODULES,
+    debian_vm_file, workspace_root, DebianImage, GuestInitramfs, Outcome, Ovmf, RunReport,
+    Scenario, ScenarioResult, TestHost, DEBIAN_READY, VIRTIO_MODULES,
 };
 
+mod firmware;
 mod guests;
+mod plan;
 mod vmms;
 
-use guests::{
-    debian_l2, general_guest, general_l2, passthrough_guest, passthrough_l2, Sizes, FULL, QUICK,
-};
+use firmware::FIRMWARE_FIGURES;
+use guests::{general_guest, passthrough_guest, Sizes, FULL, QUICK};
+use plan::{disk_name, max_host_boots, Job, Kind, Plan};
 use vmms::{vmms, Vmm};
 
 const KERNEL: &str = "/ghost/kernel/cloud/bzImage";
@@ -62,7 +74,8 @@ const BOOT_TIMER_PORT: &str = "0x440";
 /// Guest RAM of every benchmark VM, in KiB (what the memory figure subtracts).
 const GUEST_RAM_KIB: u64 = 256 * 1024;
 const USAGE: &str =
-    "usage: ghost-bench [--runs N] [--debian-runs N] [--quick] [--out DIR] [--cloud-hypervisor BINARY]";
+    "usage: ghost-bench [--runs N] [--debian-runs N] [--firmware-runs N] [--quick] \
+                     [--out DIR] [--cloud-hypervisor BINARY]";
 /// Where a Cloud Hypervisor binary given with `--cloud-hypervisor` goes in L2.
 const L2_CLOUD_HYPERVISOR: &str = "/usr/bin/cloud-hypervisor";
 /// The same kernel as an ELF vmlinux (Cloud Hypervisor boots PVH ELF kernels only).
@@ -73,27 +86,40 @@ const DISK: &str = "@DISK@";
 const READY_LINE: &str = "GHOST-READY uptime=";
 /// Printed (whole) by the Debian guest's shell once systemd is idle; see `debian_l2`.
 const SETTLED: &str = "BENCH-SETTLED=";
-/// Debian boots one test host can hold: each needs its own copy of the image, a virtio disk of
-/// L1 (whose PCI bus 0 has about 26 free slots; L2 names them `vda` to `vdz`).
-const MAX_DEBIAN_BOOTS: usize = 20;
 /// The Debian figures, taken only of VMMs with a [`Vmm::debian`].
 const DEBIAN_FIGURES: &[&str] = &["debian_boot_s", "debian_uptime_s", "debian_stop_s"];
 
 #[derive(Debug)]
 struct Options {
     runs: usize,
-    /// Runs (the first ones) that boot the Debian image too; default all, as many as
-    /// [`MAX_DEBIAN_BOOTS`] allows.
+    /// Runs (the first ones) that boot the Debian image too; default: see [`plan::disk_runs`].
     debian_runs: Option<usize>,
+    /// Runs (the first ones) that boot the installed Debian through OVMF too (0: none);
+    /// default: see [`plan::disk_runs`], 1 with `--quick`.
+    firmware_runs: Option<usize>,
     quick: bool,
     out: PathBuf,
     /// A Cloud Hypervisor binary the user built: adds a reference column.
     cloud_hypervisor: Option<PathBuf>,
 }
 
+/// The number after `flag` (next of `it`), from `least` to 50.
+fn count<'a>(
+    it: &mut impl Iterator<Item = &'a String>,
+    flag: &str,
+    least: usize,
+) -> Result<usize, String> {
+    let n = it.next().ok_or_else(|| format!("{flag} needs a number"))?;
+    n.parse::<usize>()
+        .ok()
+        .filter(|n| (least..=50).contains(n))
+        .ok_or_else(|| format!("{flag} {n}: give {least} to 50"))
+}
+
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut runs = None;
     let mut debian_runs = None;
+    let mut firmware_runs = None;
     let mut quick = false;
     let mut out = None;
     let mut cloud_hypervisor = None;
@@ -101,24 +127,9 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => quick = true,
-            "--runs" => {
-                let n = it.next().ok_or("--runs needs a number")?;
-                runs = Some(
-                    n.parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=50).contains(n))
-                        .ok_or_else(|| format!("--runs {n}: give 1 to 50"))?,
-                );
-            }
-            "--debian-runs" => {
-                let n = it.next().ok_or("--debian-runs needs a number")?;
-                debian_runs = Some(
-                    n.parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=50).contains(n))
-                        .ok_or_else(|| format!("--debian-runs {n}: give 1 to 50"))?,
-                );
-            }
+            "--runs" => runs = Some(count(&mut it, arg, 1)?),
+            "--debian-runs" => debian_runs = Some(count(&mut it, arg, 1)?),
+            "--firmware-runs" => firmware_runs = Some(count(&mut it, arg, 0)?),
             "--out" => out = Some(PathBuf::from(it.next().ok_or("--out needs a folder")?)),
             "--cloud-hypervisor" => {
                 let path = PathBuf::from(it.next().ok_or("--cloud-hypervisor needs a binary")?);
@@ -138,6 +149,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     Ok(Options {
         runs: runs.unwrap_or(if quick { 1 } else { 5 }),
         debian_runs,
+        firmware_runs: firmware_runs.or(quick.then_some(1)),
         quick,
         out: out.unwrap_or_else(|| {
             if quick {
@@ -150,63 +162,6 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    General,
-    Passthrough,
-    /// The Debian image on L2's disk `/dev/vd<'a' + disk>` (a pristine copy in every test-host
-    /// boot, so a re-run in the next boot gets one too).
-    Debian {
-        disk: usize,
-    },
-}
-
-/// L2's name of the `n`th disk attached with `TestHost::disk`: `vda`, `vdb`, ...
-fn disk_name(n: usize) -> String {
-    let letter = u8::try_from(n)
-        .ok()
-        .filter(|n| *n < 26)
-        .map_or('?', |n| char::from(b'a' + n));
-    format!("vd{letter}")
-}
-
-/// One scenario of the plan: a kind of guest under one VMM in one run.
-#[derive(Debug, Clone)]
-struct Job {
-    kind: Kind,
-    vmm: usize,
-    run: usize,
-}
-
-impl Job {
-    fn name(&self, vmms: &[Vmm]) -> String {
-        let who = vmms[self.vmm].short;
-        let what = match self.kind {
-            Kind::General => "general",
-            Kind::Passthrough => "pt",
-            Kind::Debian { .. } => "debian",
-        };
-        format!("{what}-{who}-{}", self.run)
-    }
-
-    fn scenario(&self, vmms: &[Vmm]) -> Scenario {
-        let vmm = &vmms[self.vmm];
-        let short = format!("b{}", self.vmm);
-        let (script, timeout) = match self.kind {
-            Kind::General => (general_l2(&short, &vmm.general), 300),
-            Kind::Passthrough => (passthrough_l2(&short, &vmm.passthrough), 180),
-            Kind::Debian { disk } => {
-                let cmds = vmm
-                    .debian
-                    .as_ref()
-                    .expect("a Debian job for a VMM without one");
-                (debian_l2(&short, &disk_name(disk), cmds), 720)
-            }
-        };
-        Scenario::new(self.name(vmms), script).timeout(Duration::from_secs(timeout))
-    }
-}
-
 /// A finished guest's figures, or why there are none.
 fn figures_of(
     s: &ScenarioResult,
@@ -216,7 +171,7 @@ fn figures_of(
 ) -> Result<Vec<(&'static str, f64)>, String> {
     let done = match kind {
         Kind::General | Kind::Passthrough => "BENCH-DONE",
-        Kind::Debian { .. } => SETTLED,
+        Kind::Debian { .. } | Kind::Firmware { .. } => SETTLED,
     };
     if !s.succeeded() || !s.contains(done) || s.value::<i32>("VMM_RC=") != Some(0) {
         let vmm_rc = s.line_after("VMM_RC=").unwrap_or("none");
@@ -295,6 +250,11 @@ fn figures_of(
                 secs(s.time_between("@@GHOST-MARK stop", "VMM_RC=")),
             );
         }
+        Kind::Firmware { .. } => {
+            for (key, value) in firmware::figures(s, ghost) {
+                take(key, Some(value));
+            }
+        }
     }
     Ok(out)
 }
@@ -314,16 +274,22 @@ struct Collected {
     notes: Vec<String>,
     /// How many runs booted the Debian image.
     debian_runs: usize,
+    /// How many runs booted the installed Debian through OVMF.
+    firmware_runs: usize,
+    /// The version of the OVMF package they booted (when they did).
+    ovmf_version: Option<String>,
+    /// The QEMU that ran the test host (L1), and which build it is.
+    l1_qemu: String,
 }
 
-/// The test host of every job; `disks` copies of the Debian image attached (one per Debian
-/// job of the plan).
+/// The test host of every job; one disk per boot of the Debian image in `disks` (a copy of
+/// the image, or of the installed system for a firmware boot, with OVMF in L2 then).
 fn build_host(
     work: &Path,
     sizes: Sizes,
     cloud_hypervisor: Option<&Path>,
     debian: &DebianImage,
-    disks: usize,
+    disks: &[Kind],
 ) -> Result<TestHost, String> {
     let exitbench = build_static(work, "exitbench");
     let iobench = build_static(work, "iobench");
@@ -375,13 +341,26 @@ fn build_host(
         .file("/ghost/vm/bench.toml", bench_toml, 0o644)
         .file("/ghost/vm/pt.toml", pt_toml, 0o644)
         .debian(debian);
-    for n in 0..disks {
+    for (n, kind) in disks.iter().enumerate() {
+        debug_assert_eq!(kind.disk(), Some(n));
         let disk = disk_name(n);
-        host = host.disk(&debian.image).file(
-            format!("/ghost/vm/debian-{disk}.toml"),
-            debian_vm_file("debian", &format!("/dev/{disk}")),
-            0o644,
-        );
+        host = match kind {
+            Kind::Firmware { .. } => host.disk(&debian.efi_image).file(
+                firmware::ghost_vm_path(&disk),
+                firmware::ghost_vm_file(&disk),
+                0o644,
+            ),
+            _ => host.disk(&debian.image).file(
+                format!("/ghost/vm/debian-{disk}.toml"),
+                debian_vm_file("debian", &format!("/dev/{disk}")),
+                0o644,
+            ),
+        };
+    }
+    if disks.iter().any(|k| matches!(k, Kind::Firmware { .. })) {
+        host = host
+            .with_ovmf()
+            .map_err(|e| format!("OVMF and the fixed L1 QEMU (tests/testhost/setup.sh): {e}"))?;
     }
     Ok(match cloud_hypervisor {
         Some(ch) => host.binary(L2_CLOUD_HYPERVISOR, ch),
@@ -441,7 +420,7 @@ fn collect(
                     if job.vmm == 0 && job.kind == Kind::General {
                         out.ghost_exit_stats = exit_stats(s);
                     }
-                    if let Kind::Debian { .. } = job.kind {
+                    if let Kind::Debian { .. } | Kind::Firmware { .. } = job.kind {
                         let state = s.line_after(SETTLED).unwrap_or("?");
                         if state != "running" {
                             out.notes.push(format!(
@@ -486,15 +465,6 @@ fn collect(
         pending = next;
     }
     Ok(())
-}
-
-/// How many test-host boots a plan of `jobs` scenarios may take: three for a short plan (as
-/// `--quick`'s), one more per 15 scenarios beyond. L2 dies now and then on its own (its kernel
-/// panics under L1's emulated SVM; tests/testhost/README.md, "Flakes"), and a 5-run plan with
-/// the Debian boots keeps one L2 busy for about half an hour: three boots were seen to die in
-/// one such run.
-fn max_host_boots(jobs: usize) -> usize {
-    2 + jobs.div_ceil(15).max(1)
 }
 
 /// The lines of ghost-vmm's `--exit-stats` report in a scenario's output.
@@ -569,6 +539,7 @@ fn render(opts: &Options, out: &Collected, vmms: &[Vmm]) -> String {
     for e in &out.environment {
         let _ = writeln!(md, "- {e}");
     }
+    let _ = writeln!(md, "- L1 QEMU (runs the test host): {}", out.l1_qemu);
     let _ = writeln!(
         md,
         "- VMMs: {}; test-host boots: {}",
@@ -581,6 +552,12 @@ fn render(opts: &Options, out: &Collected, vmms: &[Vmm]) -> String {
          running the set there).\n",
     );
     md.push_str(&debian_notes(opts, out.debian_runs, vmms));
+    md.push_str(&firmware::notes(
+        opts,
+        out.firmware_runs,
+        vmms,
+        out.ovmf_version.as_deref(),
+    ));
     if !out.notes.is_empty() {
         md.push('\n');
         for n in &out.notes {
@@ -625,7 +602,9 @@ fn debian_notes(opts: &Options, debian_runs: usize, vmms: &[Vmm]) -> String {
          file, read once on this machine before the test host starts, so no slot pays for a cold \
          cache).\n",
     );
-    if debian_runs < opts.runs {
+    if debian_runs == 0 {
+        md.push_str("- not taken in this run (no disk slot of the test host left for them).\n");
+    } else if debian_runs < opts.runs {
         let _ = writeln!(
             md,
             "- taken in the first {debian_runs} of the {} runs only (medians of {debian_runs}).",
@@ -680,67 +659,60 @@ fn bench(opts: &Options) -> Result<bool, String> {
     let debian = DebianImage::ensure()
         .map_err(|e| format!("the Debian image (tests/testhost/debian-image.sh): {e}"))?;
     let vmms = vmms(opts.cloud_hypervisor.is_some());
-    // The Debian image under every VMM that boots it (the required ones only with --quick),
-    // the first slot rotating among them.
-    let debian_vmms: Vec<usize> = (0..vmms.len())
-        .filter(|&i| vmms[i].debian.is_some() && (vmms[i].required || !opts.quick))
-        .collect();
-    let most = MAX_DEBIAN_BOOTS / debian_vmms.len().max(1);
-    let debian_runs = match opts.debian_runs {
-        Some(n) if n.min(opts.runs) > most => {
-            return Err(format!(
-                "--debian-runs {n}: at most {most} with {} VMMs booting the Debian image \
-                 ({MAX_DEBIAN_BOOTS} copies of it in one test host)",
-                debian_vmms.len()
-            ))
-        }
-        Some(n) => n.min(opts.runs),
-        None => opts.runs.min(most),
-    };
-    let mut jobs = Vec::new();
-    let mut disks = 0;
-    for run in 1..=opts.runs {
-        for kind in [Kind::General, Kind::Passthrough] {
-            for vmm in run_order(run, vmms.len()) {
-                jobs.push(Job { kind, vmm, run });
-            }
-        }
-        let debian_now = if run <= debian_runs {
-            debian_vmms.len()
-        } else {
-            0
-        };
-        for i in run_order(run, debian_now) {
-            let kind = Kind::Debian { disk: disks };
-            disks += 1;
-            jobs.push(Job {
-                kind,
-                vmm: debian_vmms[i],
-                run,
-            });
-        }
+    // The Debian image, directly and through the firmware, under every VMM that boots it (the
+    // required ones only with --quick), the first slot rotating among them.
+    let plan = Plan::new(
+        opts.runs,
+        &vmms,
+        opts.quick,
+        opts.debian_runs,
+        opts.firmware_runs,
+    )?;
+    let disks = plan.disks();
+    // Every copy of an image in L2 reads the same host file: read it once now, so that the
+    // first boot of the run does not pay for a cold page cache on this machine alone.
+    let mut images = vec![&debian.image];
+    if plan.has_firmware() {
+        images.push(&debian.efi_image);
     }
-    // Every copy of the image in L2 reads the same host file: read it once now, so that the
-    // first Debian boot of the run does not pay for a cold page cache on this machine alone.
-    std::fs::File::open(&debian.image)
-        .and_then(|mut f| std::io::copy(&mut f, &mut std::io::sink()))
-        .map_err(|e| format!("{}: {e}", debian.image.display()))?;
+    for image in images {
+        std::fs::File::open(image)
+            .and_then(|mut f| std::io::copy(&mut f, &mut std::io::sink()))
+            .map_err(|e| format!("{}: {e}", image.display()))?;
+    }
     let work = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
     let host = build_host(
         work.path(),
         sizes,
         opts.cloud_hypervisor.as_deref(),
         &debian,
-        disks,
+        &disks,
     )?;
+    // build_host put OVMF into L2 for the firmware boots (`with_ovmf`, which has made sure of it).
+    let ovmf_version = if plan.has_firmware() {
+        Some(Ovmf::ensure().map_err(|e| format!("OVMF: {e}"))?.version)
+    } else {
+        None
+    };
     let mut out = Collected {
-        debian_runs,
+        debian_runs: plan.debian_runs,
+        firmware_runs: plan.firmware_runs,
+        ovmf_version,
+        l1_qemu: {
+            let l1 = &host.assets().l1_qemu;
+            let build = if l1.fixed {
+                "the project's build with the CR8 fix, tests/testhost/l1-qemu.sh"
+            } else {
+                "Debian's"
+            };
+            format!("{} ({build})", l1.binary.display())
+        },
         ..Collected::default()
     };
     for v in &vmms {
         out.samples.add_vmm(v.label);
     }
-    collect(&host, &vmms, &debian, jobs, &mut out)?;
+    collect(&host, &vmms, &debian, plan.jobs.clone(), &mut out)?;
     let md = render(opts, &out, &vmms);
     println!("{md}");
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("{}: {e}", opts.out.display()))?;
@@ -750,11 +722,14 @@ fn bench(opts: &Options) -> Result<bool, String> {
     std::fs::write(&tmp, &md).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
     eprintln!("ghost-bench: results in {}", file.display());
-    // Which figures a VMM is held to: microvm's config space is not PIO, and the Debian
-    // figures are taken only of the VMMs that booted the image.
+    // Which figures a VMM is held to: microvm's config space is not PIO, and the Debian and
+    // the firmware figures are taken only of the VMMs that booted the image that way.
+    let boots = |runs: usize, group: &[usize], i: usize| runs > 0 && group.contains(&i);
     let takes = |i: usize, key: &str| {
         (vmms[i].config_pio || key != "pio_exit_ns")
-            && (debian_vmms.contains(&i) || !DEBIAN_FIGURES.contains(&key))
+            && (boots(plan.debian_runs, &plan.debian_vmms, i) || !DEBIAN_FIGURES.contains(&key))
+            && (boots(plan.firmware_runs, &plan.firmware_vmms, i)
+                || !FIRMWARE_FIGURES.contains(&key))
     };
     let (missing, reference): (Vec<_>, Vec<_>) =
         out.samples.missing().into_iter().partition(|(vmm, key)| {
@@ -777,18 +752,42 @@ fn bench(opts: &Options) -> Result<bool, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn longer_plans_may_boot_the_test_host_more_often() {
-        assert_eq!(max_host_boots(0), 3);
-        assert_eq!(max_host_boots(8), 3); // --quick
-        assert_eq!(max_host_boots(27), 4); // 3 runs
-        assert_eq!(max_host_boots(45), 5); // 5 runs, microvm included
+    fn args(words: &[&str]) -> Result<Options, String> {
+        parse_args(&words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>())
     }
 
     #[test]
-    fn disks_are_named_as_l2_sees_them() {
-        assert_eq!(disk_name(0), "vda");
-        assert_eq!(disk_name(1), "vdb");
-        assert_eq!(disk_name(MAX_DEBIAN_BOOTS - 1), "vdt");
+    fn firmware_runs_default_to_the_plan_and_to_one_with_quick() {
+        let full = args(&[]).expect("no arguments");
+        assert_eq!(
+            (full.runs, full.debian_runs, full.firmware_runs),
+            (5, None, None)
+        );
+        let quick = args(&["--quick"]).expect("--quick");
+        assert_eq!((quick.runs, quick.firmware_runs), (1, Some(1)));
+        let given = args(&["--quick", "--firmware-runs", "0"]).expect("0 skips them");
+        assert_eq!(given.firmware_runs, Some(0));
+        let given = args(&["--runs", "3", "--firmware-runs", "2"]).expect("2");
+        assert_eq!((given.runs, given.firmware_runs), (3, Some(2)));
+    }
+
+    #[test]
+    fn run_counts_are_checked() {
+        assert_eq!(
+            args(&["--firmware-runs"]).unwrap_err(),
+            "--firmware-runs needs a number"
+        );
+        assert_eq!(
+            args(&["--firmware-runs", "51"]).unwrap_err(),
+            "--firmware-runs 51: give 0 to 50"
+        );
+        assert_eq!(
+            args(&["--debian-runs", "0"]).unwrap_err(),
+            "--debian-runs 0: give 1 to 50"
+        );
+        assert_eq!(
+            args(&["--runs", "x"]).unwrap_err(),
+            "--runs x: give 1 to 50"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! The VMMs under test and how each one runs every guest of the benchmark: the general guest,
-//! the passthrough guest and the Debian image (started, then stopped through the guest's ACPI
-//! power button).
+//! the passthrough guest, the Debian image and the installed Debian through OVMF (started,
+//! then stopped through the guest's ACPI power button).
 
 use ghost_tests::testhost::DEBIAN_CMDLINE;
 
+use super::firmware::{self, FirmwareCmds};
 use super::{CMDLINE, DISK, EDU, KERNEL, L2_CLOUD_HYPERVISOR, NVME, VMLINUX};
 
 /// One VMM under test: how it runs the general guest and the passthrough guest.
@@ -21,6 +22,9 @@ pub(super) struct Vmm {
     pub(super) config_pio: bool,
     /// How it boots the Debian image and stops it; `None` where that is not measured.
     pub(super) debian: Option<DebianCmds>,
+    /// How it boots the installed Debian through OVMF and stops it; `None` where that is not
+    /// measured (only the required VMMs boot the firmware).
+    pub(super) firmware: Option<FirmwareCmds>,
 }
 
 /// A VMM's commands for the Debian guest, as L2 shell text.
@@ -89,6 +93,7 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
                 stop: GHOST_STOP,
                 after: "",
             }),
+            firmware: Some(firmware::ghost()),
         },
         Vmm {
             label: "QEMU q35",
@@ -98,6 +103,7 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             required: true,
             config_pio: true,
             debian: Some(qemu_debian("q35")),
+            firmware: Some(firmware::qemu_q35()),
         },
         // microvm with a PCIe host (GPEX, ECAM only) so that the same virtio-pci and vfio-pci
         // devices plug in; SeaBIOS's microvm build as firmware.
@@ -109,6 +115,7 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             required: false,
             config_pio: false,
             debian: Some(qemu_debian("microvm,pcie=on")),
+            firmware: None,
         },
     ];
     if cloud_hypervisor {
@@ -135,6 +142,7 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             config_pio: true,
             // The image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF kernels only.
             debian: None,
+            firmware: None,
         });
     }
     vmms

@@ -157,6 +157,31 @@ pub fn bootorder_blob(devices: &[BootDevice]) -> Vec<u8> {
     blob
 }
 
+/// The 64-bit PCI aperture OVMF 2022.11 makes when not told otherwise: 32 GiB.
+pub const OVMF_DEFAULT_MMIO64: u64 = 32 << 30;
+/// The fw_cfg file with which OVMF's PlatformPei takes the 64-bit aperture's size in MiB
+/// (decimal text; OVMF accepts up to 16 TiB).
+pub const MMIO64_SIZE_FILE: &str = "opt/ovmf/X-PciMmio64Mb";
+const OVMF_MMIO64_MAX_MB: u64 = 16 << 20;
+
+/// The [`MMIO64_SIZE_FILE`] contents for passed-through 64-bit BARs of sizes `bars`: an
+/// aperture of twice their total (so any placement order fits, as
+/// [`crate::layout::pci_mmio64_window`] sizes ghost-vmm's window), or `None` when OVMF's
+/// default aperture holds that. A GPU's 32 GiB resizable BAR plus its neighbours needs more
+/// than the default, and OVMF would otherwise leave the BAR unassigned.
+pub fn mmio64_size_blob(bars: &[u64]) -> Option<Vec<u8>> {
+    let total = bars.iter().fold(0u64, |a, b| a.saturating_add(*b));
+    let needed = total
+        .saturating_mul(2)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 63);
+    if needed <= OVMF_DEFAULT_MMIO64 {
+        return None;
+    }
+    let mb = (needed >> 20).min(OVMF_MMIO64_MAX_MB);
+    Some(mb.to_string().into_bytes())
+}
+
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)]
 mod tests {
@@ -225,5 +250,20 @@ mod tests {
             String::from_utf8(blob).unwrap(),
             "/pci@i0cf8/scsi@3/disk@0,0\n/pci@i0cf8/pci@1a\n/pci@i0cf8/pci@5,1\n\0"
         );
+    }
+
+    #[test]
+    fn a_64_bit_window_larger_than_ovmfs_default_is_passed_in_mib() {
+        assert_eq!(mmio64_size_blob(&[]), None);
+        // A 16 GiB BAR fits the default 32 GiB aperture twice over.
+        assert_eq!(mmio64_size_blob(&[16 * GIB]), None);
+        // A 32 GiB BAR and a small one: a 128 GiB aperture (twice, to a power of two).
+        assert_eq!(
+            mmio64_size_blob(&[32 * GIB, 1 << 20]),
+            Some(b"131072".to_vec())
+        );
+        assert_eq!(mmio64_size_blob(&[24 * GIB]), Some(b"65536".to_vec()));
+        // OVMF takes at most 16 TiB.
+        assert_eq!(mmio64_size_blob(&[u64::MAX]), Some(b"16777216".to_vec()));
     }
 }

@@ -14,6 +14,8 @@
 //!    [`cpu::boot_sregs`], [`cpu::boot_fpu`], [`cpu::boot_msrs`] and [`cpuid::filter_cpuid`],
 //!    which the VMM applies with its vCPU fds.
 //!
+//! [`hyperv`] builds the Hyper-V CPUID leaves (`[vm] hyperv = true`) from what KVM emulates.
+//!
 //! [`smbios`] builds the SMBIOS tables (system vendor `ghost-vmm`, product = the VM's name, a
 //! UUID stable per VM): as fw_cfg blobs for UEFI firmware, or written at 0xF0000 for a direct
 //! kernel boot.
@@ -34,6 +36,7 @@ pub mod bootparams;
 pub mod cpu;
 pub mod cpuid;
 pub mod firmware;
+pub mod hyperv;
 pub mod layout;
 pub mod loader;
 pub mod reset_stub;

@@ -164,6 +164,10 @@ fn run(file: &Path, options: &RunOptions) -> ExitCode {
             eprintln!("ghost-vmm: error: {msg}");
             ExitCode::from(EXIT_VM_FAILED)
         }
+        Ok(VmExit::Unsupported(msg)) => {
+            eprintln!("ghost-vmm: error: {msg}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
         Err(e) => {
             report(&e);
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_VM_FAILED))

@@ -40,6 +40,16 @@ impl Case {
     /// Runs both `check` and `run`: each must fail with exit 2 and one stderr line containing
     /// every `needle`; nothing but the two files may be left in the folder.
     fn expect_error(&self, needles: &[&str]) {
+        self.expect_error_keeping(needles, &[]);
+    }
+
+    /// [`expect_error`](Self::expect_error) for a folder that also holds `files` (made by the
+    /// test), which must be there unchanged afterwards.
+    fn expect_error_keeping(&self, needles: &[&str], files: &[&str]) {
+        let before: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| std::fs::read(self.dir.path().join(f)).expect("test file"))
+            .collect();
         for cmd in ["check", "run"] {
             let out = self.run(cmd);
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -58,8 +68,27 @@ impl Case {
                 .map(|e| e.expect("entry").file_name())
                 .collect();
             left.sort();
-            assert_eq!(left, ["vm.toml", "vmlinuz"], "{cmd} left files behind");
+            let mut expected: Vec<_> = ["vm.toml", "vmlinuz"]
+                .iter()
+                .chain(files)
+                .map(std::ffi::OsString::from)
+                .collect();
+            expected.sort();
+            assert_eq!(left, expected, "{cmd} left files behind");
+            for (f, bytes) in files.iter().zip(&before) {
+                let now = std::fs::read(self.dir.path().join(f)).expect("test file");
+                assert!(&now == bytes, "{cmd} changed {f}");
+            }
         }
+    }
+
+    /// Writes a fake firmware flash image `name` of `len` bytes (a firmware volume header).
+    fn flash(&self, name: &str, len: usize) {
+        let mut image = vec![0xffu8; len];
+        image[..40].fill(0);
+        image[32..40].copy_from_slice(&(len as u64).to_le_bytes());
+        image[40..44].copy_from_slice(b"_FVH");
+        std::fs::write(self.dir.path().join(name), image).expect("flash image");
     }
 }
 
@@ -224,4 +253,47 @@ fn disk_locked_by_another_vm_is_refused() {
     ));
     c.expect_error(&["disk[0].path", "in use by another VM"]);
     drop(holder);
+}
+
+/// A 128 KiB "build": 112 KiB of code and 16 KiB of variables.
+const CODE_LEN: usize = 0x1c000;
+const VARS_LEN: usize = 0x4000;
+
+fn firmware_case(boot: &str) -> Case {
+    let case = Case::new(&vm_file(GOOD_VM, "size = \"64M\"", boot, ""));
+    case.flash("FW_CODE.fd", CODE_LEN);
+    case.flash("FW_VARS.fd", VARS_LEN);
+    case
+}
+
+#[test]
+fn firmware_next_to_a_kernel_is_refused() {
+    let case = firmware_case("[boot]\nfirmware = \"FW_CODE.fd\"\nkernel = \"vmlinuz\"\n");
+    case.expect_error_keeping(&["boot.firmware", "kernel"], &["FW_CODE.fd", "FW_VARS.fd"]);
+}
+
+#[test]
+fn a_missing_or_non_firmware_file_is_refused() {
+    let case = firmware_case("[boot]\nfirmware = \"NO_SUCH.fd\"\n");
+    case.expect_error_keeping(
+        &["boot.firmware", "NO_SUCH.fd"],
+        &["FW_CODE.fd", "FW_VARS.fd"],
+    );
+    let case = firmware_case("[boot]\nfirmware = \"vmlinuz\"\n");
+    case.expect_error_keeping(&["boot.firmware", "vmlinuz"], &["FW_CODE.fd", "FW_VARS.fd"]);
+}
+
+#[test]
+fn a_variable_store_that_cannot_be_created_or_does_not_pair_is_refused() {
+    let case = firmware_case(
+        "[boot]\nfirmware = \"FW_CODE.fd\"\nfirmware_vars = \"no/such/dir/t.vars\"\n",
+    );
+    case.expect_error_keeping(&["boot.firmware_vars"], &["FW_CODE.fd", "FW_VARS.fd"]);
+    // A store of another build: its size does not add up with the code's.
+    let case = firmware_case("[boot]\nfirmware = \"FW_CODE.fd\"\nfirmware_vars = \"other.vars\"\n");
+    case.flash("other.vars", 0x8000);
+    case.expect_error_keeping(
+        &["boot.firmware_vars", "does not pair"],
+        &["FW_CODE.fd", "FW_VARS.fd", "other.vars"],
+    );
 }

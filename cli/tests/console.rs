@@ -269,3 +269,70 @@ fn a_vm_that_is_not_running_has_no_console() {
         .expect("spawn");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Echoes COM1 input like [`ECHO_FOREVER`], except that an `r` resets the machine (the
+/// keyboard controller's pulse: `out 0x64, 0xfe`).
+///
+/// ```text
+/// poll: mov $0x3fd,%dx; in %dx,%al; test $1,%al; jz poll
+///       mov $0x3f8,%dx; in %dx,%al; cmp $'r',%al; je reset; out %al,%dx; jmp poll
+/// reset: mov $0xfe,%al; out %al,$0x64; 1: hlt; jmp 1b
+/// ```
+const ECHO_OR_RESET: [u8; 28] = [
+    0x66, 0xba, 0xfd, 0x03, 0xec, 0xa8, 0x01, 0x74, 0xf7, 0x66, 0xba, 0xf8, 0x03, 0xec, 0x3c, 0x72,
+    0x74, 0x03, 0xee, 0xeb, 0xeb, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd,
+];
+
+#[test]
+fn stdio_input_reaches_the_guest_after_it_rebooted() {
+    assert!(common::kvm_available(), "these tests need /dev/kvm");
+    let fx = Fixture::new();
+    let vm = fx.vm(&print_then("BOOTED\n", &ECHO_OR_RESET), "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
+        .arg("run")
+        .arg(&vm)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ghost-vmm");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, chunks) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let expect = |want: &str, got: &mut Vec<u8>| {
+        let deadline = Instant::now() + PATIENCE;
+        while !String::from_utf8_lossy(got).contains(want) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match chunks.recv_timeout(left) {
+                Ok(c) => got.extend_from_slice(&c),
+                Err(_) => panic!("no {want:?} in {:?}", String::from_utf8_lossy(got)),
+            }
+        }
+    };
+    expect("BOOTED\n", &mut got);
+    stdin.write_all(b"one\n").expect("type");
+    expect("BOOTED\none\n", &mut got);
+    // `r`: the guest resets, ghost-vmm boots it again in place (`on_reboot = "restart"`).
+    stdin.write_all(b"r").expect("type");
+    expect("BOOTED\none\nBOOTED\n", &mut got);
+    // What is typed now reaches the new boot's UART.
+    stdin.write_all(b"two\n").expect("type");
+    expect("BOOTED\none\nBOOTED\ntwo\n", &mut got);
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    for _ in 0..2 {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(EXIT_STOPPED_HARD));
+}

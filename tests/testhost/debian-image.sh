@@ -186,23 +186,7 @@ fi
 # ---------------------------------------------------------------------------
 # Host tools, only those missing.
 # ---------------------------------------------------------------------------
-tools=(mmdebstrap e2fsprogs gdisk dosfstools mtools)
-missing=()
-for p in "${tools[@]}"; do
-    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-    [[ $status == "install ok installed" ]] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "installing: ${missing[*]}"
-    apt_install() {
-        env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q \
-            install --no-install-recommends "$@" >&2
-    }
-    if ! apt_install "${missing[@]}"; then
-        apt-get -q -o DPkg::Lock::Timeout=600 update >&2
-        apt_install "${missing[@]}"
-    fi
-fi
+apt_install_missing debian-image mmdebstrap e2fsprogs gdisk dosfstools mtools
 
 # ---------------------------------------------------------------------------
 # The mirror: the one apt uses here for bookworm (and its security suite, if apt has one), so

@@ -22,6 +22,10 @@
 //!   anyone attached, carries a typed line to the guest and its answer back, detaches on
 //!   Ctrl-]; a second attach replays both. `ghost-vmm reboot` boots the guest again (the log
 //!   shows two boots), `ghost-vmm stop` stops it hard (exit 3) and the sockets are gone.
+//! - `hyperv`: `[vm] hyperv = true` on 2 vCPUs: the guest's kernel log says which hypervisor
+//!   it found and the Hyper-V features it was offered, its clock runs on the Hyper-V
+//!   reference TSC page, and timers and IPIs (the hypercall IPIs of `ipi`) keep both vCPUs
+//!   working; the same guest without the key finds KVM.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -135,6 +139,27 @@ vm_wait rtc 60
 echo "GHOST_RC=$?"
 "#;
 
+/// Guest: which hypervisor Linux found, what Hyper-V offered, its clock, and both vCPUs
+/// doing timed work (IPIs between them: `taskset` moves the shell, `sleep` needs timers).
+const HYPERV_GUEST: &str = r#"
+dmesg | sed -n 's/.*Hypervisor detected: /HV_DETECTED=/p'
+dmesg | sed -n 's/.*Hyper-V: privilege flags /HV_FEATURES=/p'
+dmesg | grep -i 'hyper-v' | sed 's/^/HV_LOG: /'
+echo "CLOCKSOURCE=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+echo "CPUS=$(grep -c ^processor /proc/cpuinfo)"
+for cpu in 0 1 0 1; do taskset -c $cpu sleep 0.2 || echo TASKSET_FAILED; done
+echo "T0=$(cat /proc/uptime)"; sleep 1; echo "T1=$(cat /proc/uptime)"
+echo GHOST-HV-DONE
+"#;
+
+const HYPERV_L2: &str = r#"
+for vm in hv kvm; do
+    vm_start $vm env GHOST_LOG=info $GHOST_VMM run /ghost/vm/$vm.toml
+    vm_wait $vm 120
+    echo "GHOST_RC_$vm=$?"
+done
+"#;
+
 /// Guest: answers each line on its console.
 const ECHO_GUEST: &str = r#"
 echo CONSOLE-GUEST-READY
@@ -183,6 +208,17 @@ fn run() -> &'static RunReport {
             )
             .guest("rtc", GuestInitramfs::new(RTC_GUEST))
             .guest("echo", GuestInitramfs::new(ECHO_GUEST))
+            .guest("hyperv", GuestInitramfs::new(HYPERV_GUEST))
+            .file(
+                "/ghost/vm/hv.toml",
+                vm_toml("hv", "hyperv", "vcpus = 2\nhyperv = true", "").replace("vcpus = 1\n", ""),
+                0o644,
+            )
+            .file(
+                "/ghost/vm/kvm.toml",
+                vm_toml("kvm", "hyperv", "vcpus = 2", "").replace("vcpus = 1\n", ""),
+                0o644,
+            )
             .file(
                 "/ghost/vm/cvm.toml",
                 vm_toml(
@@ -220,6 +256,7 @@ fn run() -> &'static RunReport {
                 Scenario::new("ignores-button", IGNORE_L2).timeout(Duration::from_secs(200)),
                 Scenario::new("rtc", RTC_L2).timeout(Duration::from_secs(200)),
                 Scenario::new("console-api", CONSOLE_L2).timeout(Duration::from_secs(300)),
+                Scenario::new("hyperv", HYPERV_L2).timeout(Duration::from_secs(300)),
             ])
             .expect("the test host boots")
     })
@@ -369,4 +406,89 @@ fn console_attach_detach_with_scrollback_reboot_and_stop_through_the_cli() {
         "{t}"
     );
     assert_eq!(s.line_after("SOCKETS_AFTER="), Some("gone"), "{t}");
+}
+
+/// The scenario's lines while the `hv` VM ran, and while the `kvm` VM ran after it.
+fn lines_per_vm(s: &ScenarioResult) -> (Vec<&str>, Vec<&str>) {
+    let lines: Vec<&str> = s.lines.iter().map(|l| l.text.as_str()).collect();
+    let split = lines
+        .iter()
+        .position(|l| l.starts_with("GHOST_RC_hv="))
+        .unwrap_or(lines.len());
+    let (hv, kvm) = lines.split_at(split);
+    (hv.to_vec(), kvm.to_vec())
+}
+
+fn value_in<'a>(lines: &[&'a str], key: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+}
+
+#[test]
+fn hyperv_enlightenments_make_the_guest_find_a_microsoft_hypervisor() {
+    let s = scenario("hyperv");
+    let t = s.transcript();
+    s.assert_success();
+    let (hv, kvm) = lines_per_vm(s);
+    assert_eq!(s.value::<i32>("GHOST_RC_hv="), Some(0), "{t}");
+    assert_eq!(s.value::<i32>("GHOST_RC_kvm="), Some(0), "{t}");
+    // ghost-vmm's own account of what it offered (all of them: L2's KVM has every one).
+    let offered = hv
+        .iter()
+        .find_map(|l| l.split("Hyper-V enlightenments: ").nth(1))
+        .unwrap_or_else(|| panic!("ghost-vmm's log line:\n{t}"));
+    for name in [
+        "relaxed",
+        "vapic",
+        "spinlocks",
+        "vpindex",
+        "runtime",
+        "time",
+        "synic",
+        "stimer",
+        "frequencies",
+        "tlbflush",
+        "ipi",
+    ] {
+        assert!(offered.split(' ').any(|w| w == name), "{name} in {offered}");
+    }
+    assert_eq!(
+        value_in(&hv, "HV_DETECTED="),
+        Some("Microsoft Hyper-V"),
+        "{t}"
+    );
+    let features = value_in(&hv, "HV_FEATURES=").unwrap_or_else(|| panic!("{t}"));
+    // "low 0x..., high 0x..., hints 0x..., misc 0x...": low is 0x4000_0003 EAX.
+    let low = features
+        .strip_prefix("low 0x")
+        .and_then(|r| r.split(',').next())
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("privilege flags: {features}"));
+    assert_eq!(low, 0xa7f, "the privileges offered: {features}");
+    assert_eq!(
+        value_in(&hv, "CLOCKSOURCE="),
+        Some("hyperv_clocksource_tsc_page"),
+        "{t}"
+    );
+    assert_eq!(value_in(&hv, "CPUS="), Some("2"), "{t}");
+    assert!(hv.iter().any(|l| l.contains("GHOST-HV-DONE")), "{t}");
+    assert!(!hv.iter().any(|l| l.contains("TASKSET_FAILED")), "{t}");
+    let uptime = |lines: &[&str], k| {
+        value_in(lines, k)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let slept = uptime(&hv, "T1=")
+        .zip(uptime(&hv, "T0="))
+        .map(|(a, b)| a - b);
+    assert!(
+        slept.is_some_and(|d| (0.9..5.0).contains(&d)),
+        "the guest's clock runs: slept {slept:?} s\n{t}"
+    );
+    // Without the key: KVM's own identity.
+    assert_eq!(value_in(&kvm, "HV_DETECTED="), Some("KVM"), "{t}");
+    assert_eq!(value_in(&kvm, "HV_FEATURES="), None, "{t}");
+    assert!(kvm.iter().any(|l| l.contains("GHOST-HV-DONE")), "{t}");
 }

@@ -69,12 +69,12 @@ echo USB-DONE
 
 fn usb_l2() -> String {
     format!(
-        r#"{DRV}
-echo "DRIVER_BEFORE=$(drv {XHCI})"
+        r#"
+echo "DRIVER_BEFORE=$(pci_driver {XHCI})"
 vm_start usb $GHOST_VMM run /ghost/vm/usb.toml
 vm_wait usb 200
 echo "GHOST_RC=$?"
-echo "DRIVER_AFTER=$(drv {XHCI})"
+echo "DRIVER_AFTER=$(pci_driver {XHCI})"
 "#
     )
 }
@@ -130,36 +130,28 @@ fi
 echo PT-DONE
 "#;
 
-/// L2: `drv ADDR` prints the driver ADDR is bound to, or "none".
-const DRV: &str = r#"
-drv() {
-    _d=$(readlink /sys/bus/pci/devices/$1/driver)
-    echo "${_d##*/}" | sed 's/^$/none/'
-}
-"#;
-
 fn edu_l2() -> String {
     format!(
-        r#"{DRV}
-echo "DRIVER_BEFORE=$(drv {EDU})"
+        r#"
+echo "DRIVER_BEFORE=$(pci_driver {EDU})"
 vm_start edu $GHOST_VMM run /ghost/vm/edu.toml
-vm_wait_for edu PT-DONE 150 && echo "DRIVER_DURING=$(drv {EDU})"
+vm_wait_for edu PT-DONE 150 && echo "DRIVER_DURING=$(pci_driver {EDU})"
 vm_wait edu 60
 echo "GHOST_RC=$?"
-echo "DRIVER_AFTER=$(drv {EDU})"
+echo "DRIVER_AFTER=$(pci_driver {EDU})"
 "#
     )
 }
 
 fn nvme_l2() -> String {
     format!(
-        r#"{DRV}
-echo "DRIVER_BEFORE=$(drv {NVME})"
+        r#"
+echo "DRIVER_BEFORE=$(pci_driver {NVME})"
 vm_start nvme $GHOST_VMM run /ghost/vm/nvme.toml
-vm_wait_for nvme PT-DONE 150 && echo "DRIVER_DURING=$(drv {NVME})"
+vm_wait_for nvme PT-DONE 150 && echo "DRIVER_DURING=$(pci_driver {NVME})"
 vm_wait nvme 60
 echo "GHOST_RC=$?"
-echo "DRIVER_AFTER=$(drv {NVME})"
+echo "DRIVER_AFTER=$(pci_driver {NVME})"
 n=0
 until ls -d /sys/bus/pci/devices/{NVME}/nvme/nvme*/nvme*n1 >/dev/null 2>&1; do
     n=$((n + 1)); [ $n -ge 100 ] && break
@@ -172,14 +164,14 @@ ls -d /sys/bus/pci/devices/{NVME}/nvme/nvme*/nvme*n1 >/dev/null 2>&1 && echo HOS
 
 fn multifunction_l2() -> String {
     format!(
-        r#"{DRV}
+        r#"
 echo "GROUP_0=$(readlink /sys/bus/pci/devices/{MF_EDU}/iommu_group | sed 's|.*/||')"
 echo "GROUP_1=$(readlink /sys/bus/pci/devices/{MF_NVME}/iommu_group | sed 's|.*/||')"
 vm_start mf $GHOST_VMM run /ghost/vm/mf.toml
 vm_wait mf 200
 echo "GHOST_RC=$?"
-echo "DRIVER_AFTER_0=$(drv {MF_EDU})"
-echo "DRIVER_AFTER_1=$(drv {MF_NVME})"
+echo "DRIVER_AFTER_0=$(pci_driver {MF_EDU})"
+echo "DRIVER_AFTER_1=$(pci_driver {MF_NVME})"
 "#
     )
 }
@@ -195,10 +187,10 @@ echo "{name}_LINES=$(wc -l </tmp/{name}.out)"
         )
     };
     format!(
-        r#"{DRV}
+        r#"
 {}{}{}
-echo "EDU_DRIVER=$(drv {EDU})"
-echo "MF_DRIVERS=$(drv {MF_EDU}),$(drv {MF_NVME})"
+echo "EDU_DRIVER=$(pci_driver {EDU})"
+echo "MF_DRIVERS=$(pci_driver {MF_EDU}),$(pci_driver {MF_NVME})"
 "#,
         case("unbound"),
         case("splitgroup"),
@@ -208,14 +200,14 @@ echo "MF_DRIVERS=$(drv {MF_EDU}),$(drv {MF_NVME})"
 
 fn cli_l2() -> String {
     format!(
-        r#"{DRV}
+        r#"
 $GHOST_VMM vfio bind {NVME}
 echo "BIND_RC=$?"
-echo "BOUND_TO=$(drv {NVME})"
+echo "BOUND_TO=$(pci_driver {NVME})"
 $GHOST_VMM vfio bind {NVME}
 $GHOST_VMM vfio unbind {NVME}
 echo "UNBIND_RC=$?"
-echo "BACK_TO=$(drv {NVME})"
+echo "BACK_TO=$(pci_driver {NVME})"
 $GHOST_VMM vfio bind 0000:00:1f.7
 echo "MISSING_RC=$?"
 "#
@@ -225,7 +217,7 @@ echo "MISSING_RC=$?"
 /// edu's BAR reads under ghost-vmm with its exit counts, the device bound by `vfio bind`.
 fn bar_direct_l2() -> String {
     format!(
-        r#"{DRV}
+        r#"
 $GHOST_VMM vfio bind {EDU} >/dev/null
 vm_start bd env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/bench.toml
 vm_wait bd 200

@@ -88,6 +88,30 @@ pub enum RomSource {
     Hidden,
 }
 
+/// The largest device ROM copied into memory (a PCI ROM BAR decodes at most 16 MiB).
+const MAX_ROM: u64 = 16 << 20;
+
+/// The device's ROM, read whole; `None` when it has none, it is larger than [`MAX_ROM`], or
+/// it cannot be read (said in the log).
+fn snapshot_rom(name: &str, dev: &dyn DeviceAccess) -> Option<Vec<u8>> {
+    let size = dev.region(ROM_REGION).size;
+    if size == 0 {
+        return None;
+    }
+    let Some(len) = usize::try_from(size).ok().filter(|_| size <= MAX_ROM) else {
+        log::warn!("{name}: its {size}-byte ROM is too large to show; the ROM BAR is hidden");
+        return None;
+    };
+    let mut bytes = vec![0u8; len];
+    match dev.read(ROM_REGION, 0, &mut bytes) {
+        Ok(()) => Some(bytes),
+        Err(e) => {
+            log::warn!("{name}: cannot read its ROM ({e}); the ROM BAR is hidden");
+            None
+        }
+    }
+}
+
 /// Creates the guest-side vectors for MSI or MSI-X, given how many.
 pub type VectorFactory<'a> = &'a mut dyn FnMut(u16) -> io::Result<Arc<dyn MsiVectors>>;
 
@@ -142,7 +166,8 @@ pub struct VfioPciDevice {
     dev: Box<dyn DeviceAccess>,
     shadow: PciConfiguration,
     bars: [Option<Bar>; 6],
-    rom: RomSource,
+    /// What the ROM BAR shows (the device's own ROM is read once, at open).
+    rom: Option<Vec<u8>>,
     msi: Option<MsiCapability>,
     msix: Option<MsixState>,
     intx: Option<Intx>,
@@ -231,23 +256,23 @@ impl VfioPciDevice {
             i = next;
         }
 
-        // The ROM.
-        let rom_size = match &rom {
-            RomSource::Device => dev.region(ROM_REGION).size,
-            RomSource::Bytes(b) => b.len() as u64,
-            RomSource::Hidden => 0,
-        };
-        let rom = if rom_size == 0 {
-            RomSource::Hidden
-        } else {
+        // The ROM: the device's is read once, here (as QEMU does), and served from memory.
+        // Read through VFIO access by access, a firmware copying a NIC's 64 KiB ROM in dword
+        // reads makes 16384 round trips to the device (minutes nested, noticeable on metal).
+        let rom = match rom {
+            RomSource::Device => snapshot_rom(&name, dev.as_ref()),
+            RomSource::Bytes(bytes) => Some(bytes),
+            RomSource::Hidden => None,
+        }
+        .filter(|bytes| !bytes.is_empty());
+        if let Some(bytes) = &rom {
             shadow
-                .add_rom(rom_size.next_power_of_two().max(0x800))
+                .add_rom((bytes.len() as u64).next_power_of_two().max(0x800))
                 .map_err(|source| DeviceError::Bar {
                     index: ROM_BAR,
                     source,
                 })?;
-            rom
-        };
+        }
 
         // Capabilities: MSI and MSI-X are emulated.
         let mut msi = None;
@@ -581,23 +606,12 @@ impl VfioPciDevice {
 
     fn rom_read(&self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
-        match &self.rom {
-            RomSource::Bytes(bytes) => {
-                let Ok(start) = usize::try_from(offset) else {
-                    return;
-                };
-                if let Some(src) = bytes.get(start..) {
-                    let n = src.len().min(data.len());
-                    data[..n].copy_from_slice(&src[..n]);
-                }
-            }
-            RomSource::Device => {
-                let size = self.dev.region(ROM_REGION).size;
-                if offset.saturating_add(data.len() as u64) <= size {
-                    let _ = self.dev.read(ROM_REGION, offset, data);
-                }
-            }
-            RomSource::Hidden => {}
+        let (Some(bytes), Ok(start)) = (&self.rom, usize::try_from(offset)) else {
+            return;
+        };
+        if let Some(src) = bytes.get(start..) {
+            let n = src.len().min(data.len());
+            data[..n].copy_from_slice(&src[..n]);
         }
     }
 

@@ -23,6 +23,8 @@ pub struct HwLog {
     pub bar0: Vec<u8>,
     pub irqs: Vec<(u32, usize)>,
     pub resets: u32,
+    /// Reads of the ROM region: `(offset, length)`.
+    pub rom_reads: Vec<(u64, usize)>,
 }
 
 /// A host function: config space and BAR0 in memory, interrupts and resets recorded.
@@ -65,12 +67,16 @@ impl DeviceAccess for Fake {
     }
 
     fn read(&self, index: u32, offset: u64, data: &mut [u8]) -> io::Result<()> {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let src = match index {
             CONFIG_REGION => &log.config,
             0 => &log.bar0,
             ROM_REGION => {
-                data.fill(0x55);
+                // Byte i of the ROM reads as i (mod 251).
+                for (at, b) in (offset..).zip(data.iter_mut()) {
+                    *b = u8::try_from(at % 251).unwrap_or_default();
+                }
+                log.rom_reads.push((offset, data.len()));
                 return Ok(());
             }
             _ => return Err(io::Error::other("no such region")),

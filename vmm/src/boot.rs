@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::Path;
 
 use ghost_boot::bootparams::{write_boot_params, BootParamsConfig};
+use ghost_boot::hyperv::HypervLeaves;
 use ghost_boot::{acpi, cpu, cpuid, loader, reset_stub};
 use kvm_bindings::{CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
@@ -98,10 +99,19 @@ pub(crate) fn configure_vcpu(
     index: u8,
     vcpus: u8,
     supported_cpuid: &CpuId,
+    hyperv: Option<&HypervLeaves>,
     entry: Option<GuestAddress>,
 ) -> Result<(), VmmError> {
     let mut cpuid = supported_cpuid.clone();
     cpuid::filter_cpuid(&mut cpuid, index, vcpus).map_err(ghost_boot::BootError::from)?;
+    if let Some(leaves) = hyperv {
+        cpuid =
+            CpuId::from_entries(&leaves.apply(cpuid.as_slice())).map_err(|_| VmmError::Kvm {
+                op: "KVM_SET_CPUID2",
+                source: kvm_ioctls::Error::new(libc::E2BIG),
+            })?;
+        crate::hyperv::enable(fd, index, leaves)?;
+    }
     fd.set_cpuid2(&cpuid)
         .map_err(VmmError::kvm("KVM_SET_CPUID2"))?;
 

@@ -14,6 +14,7 @@ mod backends;
 mod boot;
 mod console;
 mod control;
+mod hyperv;
 mod interrupt;
 mod lifecycle;
 mod memory;
@@ -28,6 +29,7 @@ mod vm;
 use std::path::PathBuf;
 
 pub use console::RawTerminal;
+pub use hyperv::HypervSetupError;
 pub use lifecycle::{Refusal, Request, RunState};
 pub use memory::{MemoryBacking, MemoryError};
 pub use vcpu::{ExitStats, VmExit};
@@ -139,6 +141,9 @@ pub enum VmmError {
     /// The firmware's images or its devices could not be set up.
     #[error(transparent)]
     Firmware(#[from] crate::platform::firmware::FirmwareError),
+    /// `vm.hyperv` cannot be honoured on this host.
+    #[error(transparent)]
+    Hyperv(#[from] HypervSetupError),
     /// The device event loop could not be created.
     #[error("cannot create the device event loop: {0}")]
     EventManager(#[source] event_manager::Error),
@@ -161,6 +166,7 @@ impl VmmError {
             | Self::ControlSocket(_)
             | Self::AddressSpace(_) => 2,
             Self::Firmware(e) if e.is_bad_input() => 2,
+            Self::Hyperv(HypervSetupError::Unsupported) => 2,
             _ => 1,
         }
     }

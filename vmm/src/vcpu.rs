@@ -24,6 +24,9 @@ pub enum VmExit {
     Reset,
     /// A fatal vCPU condition (triple fault, KVM internal error, failed entry).
     Fatal(String),
+    /// The guest's firmware needs what ghost-vmm does not provide (an SMM build of OVMF): a
+    /// problem with the file the VM file names, said in one line naming its key.
+    Unsupported(String),
     /// The VMM stopped the VM hard (the guest did not power off in time, a second stop
     /// signal, the control API's `stop`); the text says why.
     Stopped(String),
@@ -351,30 +354,33 @@ impl Vcpu {
 
     /// One KVM_RUN and its exit. `Err` carries the fatal message.
     fn run_once(&mut self) -> Result<(), String> {
-        let counters = &self.counters;
-        let stats = &mut self.stats;
-        match self.fd.run() {
+        let exit = self.fd.run();
+        // Port I/O: `data` holds `count` accesses of `size` bytes each (string I/O, `rep
+        // insb` and the like, has count > 1), which KVM's exit header says; each goes to the
+        // port on its own, as on hardware.
+        let io = match &exit {
             Ok(VcpuExit::IoIn(port, data)) => {
-                counters.pio_in.fetch_add(1, Ordering::Relaxed);
-                stats.pio_in += 1;
-                stats.pio(port);
-                if !self.pio.read(u64::from(port), data) {
-                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
-                    stats.unclaimed += 1;
-                    data.fill(0xff);
-                }
-                Ok(())
+                Some((true, *port, data.as_ptr().cast_mut(), data.len()))
             }
             Ok(VcpuExit::IoOut(port, data)) => {
-                counters.pio_out.fetch_add(1, Ordering::Relaxed);
-                stats.pio_out += 1;
-                stats.pio(port);
-                if !self.pio.write(u64::from(port), data) {
-                    counters.unclaimed.fetch_add(1, Ordering::Relaxed);
-                    stats.unclaimed += 1;
-                }
-                Ok(())
+                Some((false, *port, data.as_ptr().cast_mut(), data.len()))
             }
+            _ => None,
+        };
+        if let Some((is_in, port, ptr, len)) = io {
+            drop(exit);
+            // SAFETY: KVM_EXIT_IO: the `io` member of the exit union is the one KVM filled.
+            let size = usize::from(unsafe { self.fd.get_kvm_run().__bindgen_anon_1.io.size });
+            // SAFETY: `ptr`/`len` are the data area of this vCPU's kvm_run mapping, which
+            // lives as long as the fd; the exit that lent it is gone and nothing else refers
+            // to it until the next KVM_RUN.
+            let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+            self.port_io(is_in, port, size, data);
+            return Ok(());
+        }
+        let counters = &self.counters;
+        let stats = &mut self.stats;
+        match exit {
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 counters.mmio_read.fetch_add(1, Ordering::Relaxed);
                 stats.mmio_read += 1;
@@ -438,6 +444,24 @@ impl Vcpu {
         }
     }
 
+    /// One port I/O exit: `data` as accesses of `size` bytes (1, 2 or 4; anything else, or a
+    /// length that is not a multiple of it, is taken as one access), each dispatched to the
+    /// port bus; an unclaimed read reads all ones.
+    fn port_io(&mut self, is_in: bool, port: u16, size: usize, data: &mut [u8]) {
+        let (counter, stat) = if is_in {
+            (&self.counters.pio_in, &mut self.stats.pio_in)
+        } else {
+            (&self.counters.pio_out, &mut self.stats.pio_out)
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        *stat += 1;
+        self.stats.pio(port);
+        if !dispatch_port_io(&self.pio, is_in, port, size, data) {
+            self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+            self.stats.unclaimed += 1;
+        }
+    }
+
     /// A one-line fatal message with the vCPU's registers.
     fn fatal(&self, what: &str) -> String {
         let regs = match (self.fd.get_regs(), self.fd.get_sregs()) {
@@ -451,9 +475,84 @@ impl Vcpu {
     }
 }
 
+/// Dispatches one port I/O exit's `data` to `bus` as accesses of `size` bytes each (string
+/// I/O: `rep insb` and the like put `count` accesses in one exit); a `size` other than 1, 2
+/// or 4, or one `data` is not a multiple of, makes it one access. An unclaimed read reads all
+/// ones. Returns false when any access was unclaimed.
+fn dispatch_port_io(bus: &Bus, is_in: bool, port: u16, size: usize, data: &mut [u8]) -> bool {
+    let size = if matches!(size, 1 | 2 | 4) && data.chunks_exact(size).remainder().is_empty() {
+        size
+    } else {
+        data.len().max(1)
+    };
+    let mut all_claimed = true;
+    for access in data.chunks_mut(size) {
+        let claimed = if is_in {
+            bus.read(u64::from(port), access)
+        } else {
+            bus.write(u64::from(port), access)
+        };
+        if !claimed {
+            all_claimed = false;
+            if is_in {
+                access.fill(0xff);
+            }
+        }
+    }
+    all_claimed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-port device that hands out 1, 2, 3, ... and records what is written.
+    #[derive(Default)]
+    struct Fifo {
+        next: u8,
+        written: Vec<Vec<u8>>,
+    }
+
+    impl ghost_devices::BusDevice for Fifo {
+        fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+            for b in data {
+                self.next += 1;
+                *b = self.next;
+            }
+        }
+        fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
+            self.written.push(data.to_vec());
+        }
+    }
+
+    #[test]
+    fn string_port_io_is_one_access_per_element() {
+        let bus = Bus::new();
+        let fifo = Arc::new(Mutex::new(Fifo::default()));
+        bus.insert(fifo.clone(), 0x511, 1).expect("insert");
+        // `rep insb` of 4: four 1-byte reads of the one port.
+        let mut data = [0u8; 4];
+        assert!(dispatch_port_io(&bus, true, 0x511, 1, &mut data));
+        assert_eq!(data, [1, 2, 3, 4]);
+        // `rep outsb` of 3: three writes.
+        let mut out = *b"abc";
+        assert!(dispatch_port_io(&bus, false, 0x511, 1, &mut out));
+        assert_eq!(
+            lock(&fifo).written,
+            [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        // A word access to a one-byte port is unclaimed and reads all ones.
+        let mut word = [0u8; 4];
+        assert!(!dispatch_port_io(&bus, true, 0x511, 2, &mut word));
+        assert_eq!(word, [0xff; 4]);
+        // A size KVM would never give is one access (here unclaimed), never a panic.
+        let mut odd = [0u8; 3];
+        assert!(!dispatch_port_io(&bus, true, 0x511, 2, &mut odd));
+        assert!(
+            dispatch_port_io(&bus, true, 0x511, 0, &mut []),
+            "nothing to do"
+        );
+    }
 
     #[test]
     fn exit_stats_merge_and_name_the_busiest_ports_and_pages() {

@@ -1,5 +1,6 @@
 //! One VM's life: build it from a [`VmConfig`], run its vCPUs and device loop, tear it down.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::os::unix::thread::JoinHandleExt;
@@ -83,18 +84,19 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     // Passed-through devices: checked, and bound to vfio-pci where the file asks; given back
     // on every way out of this function.
     let bindings = HostBindings::prepare(config)?;
-    let result = run_until_exit(
-        &kvm,
-        config,
-        options,
-        &RunLevel {
-            backends: &backends,
-            run: &run,
-            rtc: &rtc,
-            platform: &platform,
-        },
-        started,
-    );
+    let level = RunLevel {
+        backends: &backends,
+        run: &run,
+        rtc: &rtc,
+        platform: &platform,
+        booted: Cell::new(false),
+    };
+    let result = run_until_exit(&kvm, config, options, &level, started);
+    // A run whose guest never booted (setup failed, or the firmware needs what ghost-vmm
+    // lacks) leaves nothing behind.
+    if !level.booted.get() {
+        platform.discard_created();
+    }
     run.refuse_pending("the VM has stopped");
     // Whatever ended the run, what the guest wrote reaches the disks before we exit.
     backends.flush_disks();
@@ -110,6 +112,8 @@ struct RunLevel<'a> {
     run: &'a Arc<RunControl>,
     rtc: &'a CmosRtc,
     platform: &'a Platform,
+    /// Whether a boot ran to a guest exit the guest chose (set by [`run_until_exit`]).
+    booted: Cell<bool>,
 }
 
 fn run_until_exit(
@@ -125,6 +129,9 @@ fn run_until_exit(
     loop {
         let vm = Vm::new(kvm, config, level, boot_start)?;
         let (exit, stats) = vm.run(run, config.vm.stop_timeout.duration())?;
+        if !matches!(exit, VmExit::Unsupported(_)) {
+            level.booted.set(true);
+        }
         if options.exit_stats {
             log::warn!("{}: {}", config.vm.name, stats.report(8));
         }
@@ -203,9 +210,10 @@ impl Vm {
         let supported_cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let high_bars = passthrough.high_bars();
         let mmio64 = layout::pci_mmio64_window(
             config.memory.size.bytes(),
-            &passthrough.high_bars(),
+            &high_bars,
             ghost_boot::cpuid::address_space(&supported_cpuid),
         )?;
 
@@ -302,16 +310,30 @@ impl Vm {
             power,
             slots: &slots,
             mmio64,
+            high_bars: &high_bars,
             disks: &disks,
             passthrough: &passed,
         })?;
 
         let mut vcpus = Vec::with_capacity(usize::from(vcpus_n));
+        let mut hyperv = None;
         for index in 0..vcpus_n {
             let fd = vm_fd
                 .create_vcpu(u64::from(index))
                 .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
-            boot::configure_vcpu(&fd, index, vcpus_n, &supported_cpuid, entry)?;
+            if config.vm.hyperv && hyperv.is_none() {
+                let leaves = crate::hyperv::leaves(kvm, &fd)?;
+                log::info!("Hyper-V enlightenments: {}", leaves.offered().join(" "));
+                hyperv = Some(leaves);
+            }
+            boot::configure_vcpu(
+                &fd,
+                index,
+                vcpus_n,
+                &supported_cpuid,
+                hyperv.as_ref(),
+                entry,
+            )?;
             vcpus.push(Vcpu::new(
                 index,
                 fd,

@@ -36,8 +36,9 @@ const HEADER: PciHeader = PciHeader {
 const EXT_TSEG_MB: u16 = 0x50;
 /// The value an SMM firmware writes to [`EXT_TSEG_MB`] to query the extended TSEG size.
 const EXT_TSEG_MB_QUERY: u32 = 0xffff;
-/// GGC, the graphics control register (storage).
+/// GGC, the graphics control register (storage): the upper half of [`EXT_TSEG_MB`]'s dword.
 const GGC: u16 = 0x52;
+const _: () = assert!(GGC & !3 == EXT_TSEG_MB);
 /// PCIEXBAR, low and high dwords.
 const PCIEXBAR_LOW: u16 = 0x60;
 const PCIEXBAR_HIGH: u16 = 0x64;
@@ -92,8 +93,8 @@ impl Mch {
     pub fn new(low_ram_end: u64, host: Box<dyn EcamHost>) -> Self {
         let mut config = PciConfiguration::new(&HEADER);
         config.set_command(COMMAND_MEMORY);
-        config.set_register(EXT_TSEG_MB, 0, 0xffff);
-        config.set_register(GGC & !3, 0, 0xffff_0000);
+        // MCH_EXT_TSEG_MB and GGC share a dword: both halves writable.
+        config.set_register(EXT_TSEG_MB, 0, 0xffff_ffff);
         config.set_register(PCIEXBAR_LOW, 0, PCIEXBAR_LOW_WRITABLE);
         config.set_register(PCIEXBAR_HIGH, 0, PCIEXBAR_HIGH_WRITABLE);
         config.set_register(PAM_DWORD0, 0, 0xffff_ffff);

@@ -158,28 +158,8 @@ impl DebianImage {
         if let Some(image) = cached.as_ref() {
             return Ok(image.clone());
         }
-        let script = workspace_root().join("tests/testhost/debian-image.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .env(CACHE_ENV, cache_dir())
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: script.display().to_string(),
-                source,
-            })?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        eprint!("{stderr}");
-        if !output.status.success() {
-            let lines: Vec<&str> = stderr.lines().collect();
-            return Err(Error::Setup {
-                script,
-                status: output.status,
-                output_tail: lines[lines.len().saturating_sub(20)..].join("\n"),
-            });
-        }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let dir = stdout.lines().last().unwrap_or_default().trim();
-        let image = Self::locate(Path::new(dir))?;
+        let dir = run_image_script("debian-image.sh")?;
+        let image = Self::locate(Path::new(&dir))?;
         *cached = Some(image.clone());
         Ok(image)
     }
@@ -225,5 +205,47 @@ impl DebianImage {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
             .map(str::to_owned)
+    }
+}
+
+/// Runs `tests/testhost/<name>` (an image builder that caches by content) and returns the last
+/// line it printed on stdout (the path of what it built); its stderr is passed on.
+fn run_image_script(name: &str) -> Result<String> {
+    let script = workspace_root().join("tests/testhost").join(name);
+    let output = Command::new("bash")
+        .arg(&script)
+        .env(CACHE_ENV, cache_dir())
+        .output()
+        .map_err(|source| Error::Spawn {
+            program: script.display().to_string(),
+            source,
+        })?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprint!("{stderr}");
+    if !output.status.success() {
+        let lines: Vec<&str> = stderr.lines().collect();
+        return Err(Error::Setup {
+            script,
+            status: output.status,
+            output_tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(stdout.lines().last().unwrap_or_default().trim().to_owned())
+}
+
+/// The hybrid ISO of `tests/testhost/iso-image.sh` (grub-mkrescue: GRUB's menu "ghost-iso"
+/// with the entries "ghost-iso live", which boots the Debian image's kernel from the ISO into
+/// a busybox that prints `GHOST-ISO-LIVE kernel=<version> efi=<yes|no>` and powers off, and
+/// "ghost-iso halt"), built if the cache does not hold it (a few seconds once).
+pub fn hybrid_iso() -> Result<PathBuf> {
+    let path = PathBuf::from(run_image_script("iso-image.sh")?);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::MissingAsset {
+            what: "the hybrid ISO (tests/testhost/iso-image.sh)",
+            path,
+        })
     }
 }

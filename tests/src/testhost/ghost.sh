@@ -145,3 +145,9 @@ vm_kill() {
 hugepages_free() {
     sed -n 's/^HugePages_Free: *//p' /proc/meminfo
 }
+
+# pci_driver BDF: the driver PCI function BDF is bound to, or "none".
+pci_driver() {
+    _d=$(readlink "/sys/bus/pci/devices/$1/driver")
+    echo "${_d##*/}" | sed 's/^$/none/'
+}

@@ -40,7 +40,7 @@ mod session;
 pub use assets::{Assets, Kernel, KernelFlavor, L1Qemu, Module, L1_FIRMWARE_DIRS, L1_QEMU_ENV};
 pub use cpio::{Compression, Contents};
 pub use debian::{
-    debian_vm_file, DebianImage, DEBIAN_CMDLINE, DEBIAN_GUEST_SHELL, DEBIAN_READY,
+    debian_vm_file, hybrid_iso, DebianImage, DEBIAN_CMDLINE, DEBIAN_GUEST_SHELL, DEBIAN_READY,
     DEBIAN_SHELL_READY, L2_DEBIAN_DIR, L2_DEBIAN_INITRD, L2_DEBIAN_VMLINUZ,
 };
 pub use error::{Error, Result};

@@ -297,8 +297,24 @@ fn rom_from_a_file_or_hidden() {
     assert_eq!(b, [0xff; 4]);
     let hidden = rig(false, RomSource::Hidden, 0x1_0000);
     assert_eq!(hidden.dev.rom_size(), None);
-    let device = rig(false, RomSource::Device, 0x1_0000);
+    // The device's own ROM: read once, whole, when the device is opened; the guest's reads
+    // are served from that copy.
+    let mut device = rig(false, RomSource::Device, 0x1_0000);
     assert_eq!(device.dev.rom_size(), Some(0x1_0000));
+    let mut b = [0u8; 4];
+    for offset in [0u64, 0x100, 0xfffc] {
+        device.dev.bar_read(ROM_BAR, offset, &mut b);
+        let want: Vec<u8> = (0..4)
+            .map(|i| ((offset as usize + i) % 251) as u8)
+            .collect();
+        assert_eq!(b.to_vec(), want, "ROM byte at {offset:#x}");
+    }
+    device.dev.bar_read(ROM_BAR, 0x1_0000, &mut b);
+    assert_eq!(b, [0xff; 4], "beyond the ROM");
+    assert_eq!(device.hw.lock().unwrap().rom_reads, vec![(0, 0x1_0000)]);
+    // No ROM on the device: no ROM BAR.
+    let none = rig(false, RomSource::Device, 0);
+    assert_eq!(none.dev.rom_size(), None);
 }
 
 #[test]

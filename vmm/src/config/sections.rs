@@ -68,6 +68,10 @@ pub struct VmSection {
     /// The control API's Unix socket (default: `/run/ghost-vmm/NAME.sock`).
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    /// Offer the guest Hyper-V enlightenments (default false; see [`ghost_boot::hyperv`]):
+    /// what Windows guests want.
+    #[serde(default)]
+    pub hyperv: bool,
 }
 
 /// `vm.stop_timeout` when the file does not say.

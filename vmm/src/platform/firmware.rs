@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use ghost_boot::acpi::{firmware_tables, FirmwareAcpi, PciWindows, Q35Platform};
-use ghost_boot::firmware::{bootorder_blob, e820_blob, flash_layout, BootDevice};
+use ghost_boot::firmware::{
+    bootorder_blob, e820_blob, flash_layout, mmio64_size_blob, BootDevice, MMIO64_SIZE_FILE,
+};
 use ghost_boot::layout::{IOAPIC_START, RAM_HIGH_START};
 use ghost_boot::smbios::{self, SmbiosInfo};
 use ghost_devices::debugcon::{DebugConsole, DEBUGCON_PORT};
@@ -86,6 +88,8 @@ fn file_error(key: &'static str, path: &Path, e: &std::io::Error) -> FirmwareErr
 pub(crate) struct FirmwareImages {
     code: (File, PathBuf),
     vars: (File, PathBuf),
+    /// Whether this run created the store from its template.
+    created: bool,
 }
 
 impl FirmwareImages {
@@ -97,7 +101,8 @@ impl FirmwareImages {
         template: Option<&Path>,
     ) -> Result<Self, FirmwareError> {
         let code_file = File::open(code).map_err(|e| file_error("boot.firmware", code, &e))?;
-        if !vars.exists() {
+        let created = !vars.exists();
+        if created {
             let template = template.ok_or_else(|| FirmwareError::File {
                 key: "boot.firmware_vars_template",
                 path: vars.to_owned(),
@@ -121,7 +126,20 @@ impl FirmwareImages {
         Ok(Self {
             code: (code_file, code.to_owned()),
             vars: (vars_file, vars.to_owned()),
+            created,
         })
+    }
+
+    /// Removes the store again if this run created it: for a run that never booted the
+    /// firmware (it leaves nothing behind).
+    pub(crate) fn discard_created_store(&self) {
+        if self.created {
+            let path = &self.vars.1;
+            match std::fs::remove_file(path) {
+                Ok(()) => log::info!("boot.firmware_vars: removed {} again", path.display()),
+                Err(e) => log::warn!("boot.firmware_vars: cannot remove {}: {e}", path.display()),
+            }
+        }
     }
 }
 
@@ -253,7 +271,7 @@ impl EcamHost for EcamMapper {
     }
 
     fn smm_requested(&mut self) {
-        self.control.request_exit(VmExit::Fatal(
+        self.control.request_exit(VmExit::Unsupported(
             "boot.firmware: this firmware build needs SMM (System Management Mode), which \
              ghost-vmm does not emulate; use a build without it (Debian: OVMF_CODE_4M.fd, not \
              OVMF_CODE_4M.secboot.fd)"
@@ -565,6 +583,12 @@ pub(super) fn board(images: &FirmwareImages, ctx: BoardContext<'_>) -> Result<Bo
     fw_cfg
         .add_file("bootorder", FwCfgFile::fixed(bootorder_blob(&order)))
         .map_err(FirmwareError::from)?;
+    // Big BARs (a GPU's) need a 64-bit aperture as large as the window ghost-vmm sized.
+    if let Some(blob) = mmio64_size_blob(ctx.high_bars) {
+        fw_cfg
+            .add_file(MMIO64_SIZE_FILE, FwCfgFile::fixed(blob))
+            .map_err(FirmwareError::from)?;
+    }
     acpi_files(
         &mut fw_cfg,
         AcpiSource {

@@ -52,6 +52,8 @@ pub(crate) struct BoardContext<'a> {
     pub slots: &'a Arc<KvmSlots>,
     /// The 64-bit PCI window the VMM placed BARs in.
     pub mmio64: (u64, u64),
+    /// The passed-through functions' 64-bit BARs (sizes) that went into it.
+    pub high_bars: &'a [u64],
     /// Where the virtio disks sit, in file order.
     pub disks: &'a [DevFn],
     /// Where the passed-through functions sit, in file order.
@@ -80,6 +82,14 @@ impl Platform {
             } => Ok(Self::Firmware(firmware::FirmwareImages::open(
                 code, vars, template,
             )?)),
+        }
+    }
+
+    /// Undoes what opening created on the host (the firmware's new variable store), for a
+    /// run whose guest never booted.
+    pub(crate) fn discard_created(&self) {
+        if let Self::Firmware(images) = self {
+            images.discard_created_store();
         }
     }
 

@@ -43,7 +43,7 @@ fn unknown_key_in_a_section() {
     assert_error(
         &e,
         3,
-        &["vm.toml:3:1: unknown key `vcpu` in [vm] (expected one of name, vcpus, cpu_affinity, on_reboot, stop_timeout, control_socket)"],
+        &["vm.toml:3:1: unknown key `vcpu` in [vm] (expected one of name, vcpus, cpu_affinity, on_reboot, stop_timeout, control_socket, hyperv)"],
     );
 }
 
@@ -320,4 +320,10 @@ fn errors_expose_key_and_location() {
         .unwrap_err();
     assert_eq!(e.key(), Some("vm.vcpus"));
     assert_eq!(e.location().and_then(|l| l.line_col), Some((3, 9)));
+}
+
+#[test]
+fn hyperv_is_a_boolean() {
+    let e = error("[vm]\nname = \"a\"\nhyperv = \"yes\"\n[boot]\nkernel = \"vmlinuz\"\n");
+    assert_error(&e, 3, &["vm.toml:3:10: vm.hyperv: expected true or false"]);
 }
