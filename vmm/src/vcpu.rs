@@ -300,6 +300,8 @@ pub struct Vcpu {
     control: Arc<VmControl>,
     counters: Arc<ExitCounters>,
     stats: ExitStats,
+    /// An OUT exit's bytes, copied out of the exit (see [`Vcpu::run_once`]).
+    out: Vec<u8>,
 }
 
 impl std::fmt::Debug for Vcpu {
@@ -326,6 +328,7 @@ impl Vcpu {
             control,
             counters,
             stats: ExitStats::default(),
+            out: vec![0; PIO_DATA_MAX],
         }
     }
 
@@ -354,28 +357,38 @@ impl Vcpu {
 
     /// One KVM_RUN and its exit. `Err` carries the fatal message.
     fn run_once(&mut self) -> Result<(), String> {
-        let exit = self.fd.run();
+        let mut exit = self.fd.run();
         // Port I/O: `data` holds `count` accesses of `size` bytes each (string I/O, `rep
         // insb` and the like, has count > 1), which KVM's exit header says; each goes to the
-        // port on its own, as on hardware.
-        let io = match &exit {
-            Ok(VcpuExit::IoIn(port, data)) => {
-                Some((true, *port, data.as_ptr().cast_mut(), data.len()))
-            }
+        // port on its own, as on hardware. The header is read once the exit's borrow of the
+        // vCPU has ended: an IN's data area is kept as a pointer, an OUT's bytes are copied
+        // (KVM puts at most one page of them in the exit).
+        let io = match &mut exit {
+            Ok(VcpuExit::IoIn(port, data)) => Some((*port, data.as_mut_ptr(), data.len())),
             Ok(VcpuExit::IoOut(port, data)) => {
-                Some((false, *port, data.as_ptr().cast_mut(), data.len()))
+                let n = data.len().min(PIO_DATA_MAX);
+                self.out[..n].copy_from_slice(&data[..n]);
+                Some((*port, std::ptr::null_mut(), n))
             }
             _ => None,
         };
-        if let Some((is_in, port, ptr, len)) = io {
+        if let Some((port, in_data, len)) = io {
             drop(exit);
             // SAFETY: KVM_EXIT_IO: the `io` member of the exit union is the one KVM filled.
             let size = usize::from(unsafe { self.fd.get_kvm_run().__bindgen_anon_1.io.size });
-            // SAFETY: `ptr`/`len` are the data area of this vCPU's kvm_run mapping, which
-            // lives as long as the fd; the exit that lent it is gone and nothing else refers
-            // to it until the next KVM_RUN.
-            let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-            self.port_io(is_in, port, size, data);
+            if in_data.is_null() {
+                // Taken out for the call (an empty Vec allocates nothing) and put back.
+                let mut out = std::mem::take(&mut self.out);
+                self.port_io(false, port, size, &mut out[..len]);
+                self.out = out;
+            } else {
+                // SAFETY: `in_data`/`len` are the data area of this vCPU's kvm_run mapping,
+                // taken from the exit's mutable slice; the mapping lives as long as the fd,
+                // the exit that lent it is gone, and nothing else refers to it until the next
+                // KVM_RUN.
+                let data = unsafe { std::slice::from_raw_parts_mut(in_data, len) };
+                self.port_io(true, port, size, data);
+            }
             return Ok(());
         }
         let counters = &self.counters;
@@ -474,6 +487,9 @@ impl Vcpu {
         format!("vCPU {}: {what}: {regs}", self.index)
     }
 }
+
+/// The most data bytes one port I/O exit carries: KVM's PIO data area is one page.
+const PIO_DATA_MAX: usize = 4096;
 
 /// Dispatches one port I/O exit's `data` to `bus` as accesses of `size` bytes each (string
 /// I/O: `rep insb` and the like put `count` accesses in one exit); a `size` other than 1, 2
