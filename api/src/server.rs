@@ -160,10 +160,32 @@ impl ApiServer {
     /// connection is served at a time; others wait in the kernel's queue.
     pub fn serve(self, ops: Arc<dyn VmOps>) -> Result<ApiThread, ApiError> {
         let shutdown = self.shutdown.clone();
+        let (confined_tx, confined_rx) = std::sync::mpsc::sync_channel(1);
         let thread = thread::Builder::new()
             .name("api".into())
-            .spawn(move || self.run(&*ops))
+            .spawn(move || {
+                // Before the first client's bytes are read.
+                let confined = ghost_sandbox::confine_thread(ghost_sandbox::ThreadKind::Api);
+                let ok = confined.is_ok();
+                let _ = confined_tx.send(confined.map_err(|e| e.to_string()));
+                if ok {
+                    self.run(&*ops);
+                }
+            })
             .map_err(ApiError::Thread)?;
+        match confined_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(ApiError::Thread(std::io::Error::other(e)));
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(ApiError::Thread(std::io::Error::other(
+                    "the api thread died at its start",
+                )));
+            }
+        }
         Ok(ApiThread {
             thread: Some(thread),
             shutdown,

@@ -115,8 +115,13 @@ impl Drop for SocketFile {
     fn drop(&mut self) {
         match fs::symlink_metadata(&self.path) {
             Ok(md) if (md.dev(), md.ino()) == self.id => {
-                if let Err(e) = fs::remove_file(&self.path) {
-                    log::warn!("cannot remove {}: {e}", self.path.display());
+                match fs::remove_file(&self.path) {
+                    Ok(()) => {}
+                    // A process that dropped root after binding: its keeper removes it.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        log::debug!("{} is left to the keeper: {e}", self.path.display())
+                    }
+                    Err(e) => log::warn!("cannot remove {}: {e}", self.path.display()),
                 }
             }
             _ => log::debug!("{} is no longer ours", self.path.display()),

@@ -613,12 +613,7 @@ fn debian_notes(opts: &Options, debian_runs: usize, vmms: &[Vmm]) -> String {
     }
     for v in vmms {
         if v.debian.is_none() {
-            let _ = writeln!(
-                md,
-                "- {}: not taken (the image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF \
-                 kernels only).",
-                v.label
-            );
+            let _ = writeln!(md, "- {}: {}.", v.label, v.no_debian);
         } else if opts.quick && !v.required {
             let _ = writeln!(
                 md,

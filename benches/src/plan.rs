@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(plan.debian_vmms, [0, 1, 2]);
         // ghost-vmm and QEMU q35 only: not microvm.
         assert_eq!(plan.firmware_vmms, [0, 1]);
-        assert_eq!(plan.jobs.len(), 5 * 6 + 4 * 3 + 4 * 2);
+        assert_eq!(plan.jobs.len(), 5 * 8 + 4 * 3 + 4 * 2);
         let disks: Vec<usize> = plan.jobs.iter().filter_map(|j| j.kind.disk()).collect();
         assert_eq!(disks, (0..20).collect::<Vec<_>>());
         let kinds = plan.disks();
@@ -368,7 +368,7 @@ mod tests {
     fn quick_and_no_firmware_plans() {
         let vmms = vmms(false);
         let quick = Plan::new(1, &vmms, true, None, None).expect("plan");
-        assert_eq!(quick.jobs.len(), 10);
+        assert_eq!(quick.jobs.len(), 12);
         assert_eq!(quick.debian_vmms, [0, 1]);
         assert_eq!(quick.firmware_runs, 1);
         assert_eq!(quick.disks().len(), 4);

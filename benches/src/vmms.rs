@@ -22,6 +22,8 @@ pub(super) struct Vmm {
     pub(super) config_pio: bool,
     /// How it boots the Debian image and stops it; `None` where that is not measured.
     pub(super) debian: Option<DebianCmds>,
+    /// Why the Debian image is not booted (where `debian` is `None`), for the results.
+    pub(super) no_debian: &'static str,
     /// How it boots the installed Debian through OVMF and stops it; `None` where that is not
     /// measured (only the required VMMs boot the firmware).
     pub(super) firmware: Option<FirmwareCmds>,
@@ -93,6 +95,7 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
                 stop: GHOST_STOP,
                 after: "",
             }),
+            no_debian: "",
             firmware: Some(firmware::ghost()),
         },
         Vmm {
@@ -103,6 +106,7 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             required: true,
             config_pio: true,
             debian: Some(qemu_debian("q35")),
+            no_debian: "",
             firmware: Some(firmware::qemu_q35()),
         },
         // microvm with a PCIe host (GPEX, ECAM only) so that the same virtio-pci and vfio-pci
@@ -115,6 +119,26 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             required: false,
             config_pio: false,
             debian: Some(qemu_debian("microvm,pcie=on")),
+            no_debian: "",
+            firmware: None,
+        },
+        // The same ghost-vmm without its sandbox (seccomp filters, landlock): what
+        // confinement costs, side by side in one run (issue 15: within the noise).
+        Vmm {
+            label: "ghost-vmm, no sandbox",
+            short: "ghostns",
+            general:
+                "env GHOST_LOG=info $GHOST_VMM run --no-sandbox --exit-stats /ghost/vm/bench.toml"
+                    .into(),
+            passthrough:
+                "env GHOST_LOG=info $GHOST_VMM run --no-sandbox --exit-stats /ghost/vm/pt.toml"
+                    .into(),
+            required: false,
+            config_pio: true,
+            // What confinement costs is in the block, net and exit figures; a Debian boot would
+            // take a disk copy from the other columns' runs.
+            debian: None,
+            no_debian: "not taken (the sandbox's cost is in the block, net and exit figures)",
             firmware: None,
         },
     ];
@@ -142,6 +166,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             config_pio: true,
             // The image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF kernels only.
             debian: None,
+            no_debian: "not taken (the image's kernel is a bzImage; Cloud Hypervisor boots PVH \
+                        ELF kernels only)",
             firmware: None,
         });
     }

@@ -3,6 +3,9 @@
 //! Exit status: 0 success (the guest powered off), 1 the VM failed while running,
 //! 2 bad input (VM file, paths, host resources it asks for) or bad usage, 3 the VM was
 //! stopped hard (the guest did not power off in time, a second stop signal, an API stop).
+//! A sandbox violation (a thread made a system call its seccomp filter does not allow)
+//! kills the process with SIGSYS after one line naming the thread and the call: status 159
+//! in a shell, `status=31/SYS` under systemd.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +44,14 @@ enum Command {
         /// On each stop, log its exits by reason and the busiest ports and MMIO pages
         #[arg(long)]
         exit_stats: bool,
+        /// Run without the sandbox (seccomp filters, no_new_privs), whatever the file says:
+        /// for debugging only
+        #[arg(long)]
+        no_sandbox: bool,
+        /// Run as this user (name or number) once root's part of setup is done, whatever
+        /// the file's vm.user says
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
         /// The VM file
         file: PathBuf,
     },
@@ -76,6 +87,9 @@ enum Command {
     Console(console::ConsoleArgs),
     /// Print the version
     Version,
+    /// The keeper of a run that dropped root (started by `run` itself)
+    #[command(name = "__keeper", hide = true)]
+    Keeper,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +117,20 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { exit_stats, file } => run(&file, &RunOptions { exit_stats }),
+        Command::Run {
+            exit_stats,
+            no_sandbox,
+            user,
+            file,
+        } => run(
+            &file,
+            &RunOptions {
+                exit_stats,
+                no_sandbox,
+                user,
+            },
+        ),
+        Command::Keeper => ghost_vmm::keeper_main(),
         Command::Check { file } => check(&file),
         Command::Doctor { native } => doctor(native),
         Command::Vfio(VfioCommand::Bind { address }) => vfio::bind(&address),
@@ -191,6 +218,7 @@ fn check(file: &Path) -> ExitCode {
         config.vm.vcpus,
         config.memory.size.bytes() >> 20
     );
+    println!("{}", ghost_vmm::describe_sandbox(&config));
     ExitCode::SUCCESS
 }
 

@@ -19,6 +19,11 @@
 //!   driver, a nonexistent address: exit 2, one line naming the key and the device, nothing
 //!   rebound.
 //! - `cli`: `ghost-vmm vfio bind` / `unbind` move nvme to vfio-pci and back.
+//! - `user` (issue 15): `user = "65534"` with nvme (`bind = true`) and a TAP: ghost-vmm runs as
+//!   65534 with no capabilities once root's part of setup is done, the device's group node is
+//!   lent to it, a `ghost-vmm reboot` opens the device again as that user (behind landlock and
+//!   seccomp), and after the poweroff its keeper has given nvme back to L2's driver; the TAP
+//!   and the control socket are gone.
 //! - `bar-direct`: 20,000 reads of edu's BAR0 in the guest take no MMIO exit (BAR pages are
 //!   KVM memory slots), by ghost-vmm's own exit counts (`--exit-stats`). The figures against
 //!   QEMU are taken by the benchmark harness, `benches/`.
@@ -128,6 +133,10 @@ if [ -n "$(find_dev class 0x010802)" ]; then
     echo "NVME_IRQ_LINES=$(grep -c nvme /proc/interrupts)"
 fi
 echo PT-DONE
+if [ -n "$HOLD" ]; then
+    read -r _line
+    echo PT-RELEASED
+fi
 "#;
 
 fn edu_l2() -> String {
@@ -172,6 +181,36 @@ vm_wait mf 200
 echo "GHOST_RC=$?"
 echo "DRIVER_AFTER_0=$(pci_driver {MF_EDU})"
 echo "DRIVER_AFTER_1=$(pci_driver {MF_NVME})"
+"#
+    )
+}
+
+/// The nvme VM as user 65534: checked while it runs, rebooted, powered off, then what it
+/// left on the host.
+fn user_l2() -> String {
+    format!(
+        r#"
+echo "DRIVER_BEFORE=$(pci_driver {NVME})"
+vm_start user $GHOST_VMM run /ghost/vm/user.toml
+vm_wait_for user PT-DONE 150 || {{ vm_kill user; exit 1; }}
+pid=$(cat "$GHOST_VM_DIR/user.pid")
+g=$(readlink /sys/bus/pci/devices/{NVME}/iommu_group | sed 's|.*/||')
+echo "UIDS=$(grep '^Uid:' /proc/$pid/status | tr -s '\t ' ' ' | cut -d' ' -f2-)"
+echo "CAPS=$(grep '^CapEff:' /proc/$pid/status | tr -s '\t ' ' ' | cut -d' ' -f2)"
+echo "SECCOMP=$(grep '^Seccomp:' /proc/$pid/status | tr -s '\t ' ' ' | cut -d' ' -f2)"
+echo "NODE_OWNER=$(stat -c %u /dev/vfio/$g)"
+[ -e /sys/class/net/tapu ] && echo TAP_DURING=yes
+: >"$GHOST_VM_DIR/user.log"
+$GHOST_VMM reboot user
+echo "REBOOT_RC=$?"
+vm_wait_for user PT-DONE 150 || {{ vm_kill user; exit 1; }}
+echo "SECOND_BOOT_NVME: $(grep NVME_SUM= "$GHOST_VM_DIR/user.log")"
+vm_send user go
+vm_wait user 60
+echo "GHOST_RC=$?"
+echo "DRIVER_AFTER=$(pci_driver {NVME})"
+[ -e /sys/class/net/tapu ] && echo TAP_LEFT=yes || echo TAP_LEFT=no
+[ -e /run/ghost-vmm/user.sock ] && echo SOCKET_LEFT=yes || echo SOCKET_LEFT=no
 "#
     )
 }
@@ -336,6 +375,15 @@ fn run() -> &'static Run {
                 vm_toml("nowhere", "pt", &vfio("0000:00:1f.7", true)),
             ),
             ("bench", vm_toml("bench", "ptbench", &vfio(EDU, false))),
+            (
+                "user",
+                vm_toml(
+                    "user",
+                    "pthold",
+                    &format!("{}[[net]]\ntap = \"tapu\"\n", vfio(NVME, true)),
+                )
+                .replace("[vm]\n", "[vm]\nuser = \"65534\"\n"),
+            ),
         ];
         let drive =
             |img: &Path, id: &str| format!("file={},if=none,id={id},format=raw", img.display());
@@ -371,7 +419,8 @@ fn run() -> &'static Run {
             .guest("pt", guest(""))
             .guest("ptintx", guest("INTX=1 ROM=1"))
             .file("/ghost/test.rom", rom.clone(), 0o644)
-            .guest("ptbench", guest("BENCH=1"));
+            .guest("ptbench", guest("BENCH=1"))
+            .guest("pthold", guest("HOLD=1"));
         for (name, toml) in vms {
             host = host.file(format!("/ghost/vm/{name}.toml"), toml, 0o644);
         }
@@ -385,6 +434,7 @@ fn run() -> &'static Run {
                 Scenario::new("bad-input", bad_input_l2()).timeout(t),
                 Scenario::new("cli", cli_l2()).timeout(Duration::from_secs(60)),
                 Scenario::new("bar-direct", bar_direct_l2()).timeout(t),
+                Scenario::new("user", user_l2()).timeout(Duration::from_secs(400)),
             ])
             .expect("the test host boots");
         Run {
@@ -614,4 +664,37 @@ fn bar_reads_take_no_exit() {
         mmio_reads < 5_000,
         "{mmio_reads} MMIO read exits: BAR reads are trapped, not direct:\n{t}"
     );
+}
+
+#[test]
+fn a_vm_dropped_to_a_user_reboots_its_device_and_gives_everything_back() {
+    let s = scenario("user");
+    s.assert_success();
+    let t = s.transcript();
+    assert_eq!(s.line_after("DRIVER_BEFORE="), Some("nvme"), "{t}");
+    assert_eq!(
+        s.line_after("UIDS="),
+        Some("65534 65534 65534 65534"),
+        "{t}"
+    );
+    assert_eq!(s.line_after("CAPS="), Some("0000000000000000"), "{t}");
+    assert_eq!(s.line_after("SECCOMP="), Some("2"), "{t}");
+    assert_eq!(
+        s.line_after("NODE_OWNER="),
+        Some("65534"),
+        "the group node is lent:\n{t}"
+    );
+    assert!(s.contains("TAP_DURING=yes"), "{t}");
+    assert_eq!(s.value::<i32>("REBOOT_RC="), Some(0), "{t}");
+    // The second boot, as 65534, opened the device again and read the disk.
+    let second = s.line_after("SECOND_BOOT_NVME:").unwrap_or_default();
+    assert!(second.contains(&run().nvme_sum), "{second}\n{t}");
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(0), "{t}");
+    assert_eq!(
+        s.line_after("DRIVER_AFTER="),
+        Some("nvme"),
+        "the keeper gave it back:\n{t}"
+    );
+    assert_eq!(s.line_after("TAP_LEFT="), Some("no"), "{t}");
+    assert_eq!(s.line_after("SOCKET_LEFT="), Some("no"), "{t}");
 }

@@ -12,6 +12,10 @@
 //!   while the first keeps running and powers off cleanly.
 //! - `net`: the guest brings up eth0, pings the host end of the TAP (which ghost-vmm created),
 //!   and sends 16 MiB over TCP; the checksums on both ends match, and the TAP is gone after.
+//! - `blk-violation`, `net-violation` (issue 15): the real virtio-blk and virtio-net workers,
+//!   started by a real driver, make a call their seccomp filter does not allow
+//!   (`GHOST_SANDBOX_SELFTEST`, `socket(AF_INET)`) as soon as they are confined: the process
+//!   dies of SIGSYS (status 159) with the line naming the thread; the TAP is gone after.
 
 use std::path::Path;
 use std::process::Command;
@@ -140,6 +144,20 @@ echo "HOST_SUM=$(sha256sum /tmp/recv)"
 [ -e /sys/class/net/tap0 ] && echo TAP_LEFT=yes || echo TAP_LEFT=no
 "#;
 
+/// `KIND`'s worker breaks its filter; the VM `NAME` dies of SIGSYS and its log names it.
+fn violation_l2(name: &str, kind: &str, prepare: &str) -> String {
+    format!(
+        r#"
+{prepare}
+vm_start {name} env GHOST_SANDBOX_SELFTEST={kind} $GHOST_VMM run /ghost/vm/{name}.toml
+vm_wait {name} 150
+echo "GHOST_RC=$?"
+echo "SANDBOX_SAID: $(grep 'ghost-vmm: sandbox:' "$GHOST_VM_DIR/{name}.log")"
+[ -e /sys/class/net/tapsv ] && echo TAP_LEFT=yes || echo TAP_LEFT=no
+"#
+    )
+}
+
 /// The ext4 image: 32 MiB, made with `mkfs.ext4 -d` from a folder holding `hello.bin`
 /// (1 MiB of pseudo-random bytes). Returns the image and the file's sha256.
 fn ext4_image(dir: &Path) -> (Vec<u8>, String) {
@@ -199,6 +217,14 @@ fn run() -> &'static Run {
                 vm_toml("second", "waiter", &disk("/tmp/shared.img", false)),
             ),
             ("net", vm_toml("net", "net", "[[net]]\ntap = \"tap0\"\n")),
+            (
+                "sv-blk",
+                vm_toml("sv-blk", "ext4", &disk("/tmp/sv.img", false)),
+            ),
+            (
+                "sv-net",
+                vm_toml("sv-net", "waiter", "[[net]]\ntap = \"tapsv\"\n"),
+            ),
         ];
         let guest = |body: &str| GuestInitramfs::new(body).modules(VIRTIO_MODULES);
         let mut host = TestHost::new("virtio")
@@ -222,6 +248,12 @@ fn run() -> &'static Run {
                 Scenario::new("two-writers", TWO_WRITERS_L2).timeout(t),
                 Scenario::new("net", format!("{WAIT_LISTENING}{NET_L2}"))
                     .timeout(Duration::from_secs(260)),
+                Scenario::new(
+                    "blk-violation",
+                    violation_l2("sv-blk", "virtio-blk", "cp /ghost/ext4.img /tmp/sv.img"),
+                )
+                .timeout(t),
+                Scenario::new("net-violation", violation_l2("sv-net", "virtio-net", "")).timeout(t),
             ])
             .expect("the test host boots");
         Run { report, hello_sum }
@@ -324,4 +356,30 @@ fn guest_pings_the_tap_and_moves_16_mib_over_tcp() {
         Some("no"),
         "ghost-vmm removes the TAP it created:\n{t}"
     );
+}
+
+/// The sandbox of a real worker: the forbidden call ends the process, naming the thread.
+fn assert_violation_kills(scenario_name: &str, kind: &str) {
+    let s = scenario(scenario_name);
+    s.assert_success();
+    let t = s.transcript();
+    assert_eq!(s.value::<i32>("GHOST_RC="), Some(128 + 31), "SIGSYS:\n{t}");
+    let said = s.line_after("SANDBOX_SAID:").unwrap_or_default();
+    assert!(
+        said.contains(&format!(
+            "the {kind} thread '{kind}' made system call socket (41) with arguments 0x2, 0x1, 0x0, which its seccomp filter does not allow"
+        )),
+        "{said}\n{t}"
+    );
+    assert_eq!(s.line_after("TAP_LEFT="), Some("no"), "{t}");
+}
+
+#[test]
+fn a_forbidden_call_on_a_virtio_blk_worker_kills_the_process_naming_it() {
+    assert_violation_kills("blk-violation", "virtio-blk");
+}
+
+#[test]
+fn a_forbidden_call_on_a_virtio_net_worker_kills_the_process_naming_it() {
+    assert_violation_kills("net-violation", "virtio-net");
 }

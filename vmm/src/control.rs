@@ -137,6 +137,50 @@ impl VmOps for ControlApi {
     }
 }
 
+/// The control socket of a run: bound at its start, served (the API thread started) once
+/// the VMM thread is confined, so that the API thread starts confined too.
+pub(crate) struct ControlSocket {
+    state: std::cell::RefCell<ControlState>,
+}
+
+enum ControlState {
+    Bound(ghost_api::ApiServer, Arc<dyn ghost_api::VmOps>),
+    Serving(ghost_api::ApiThread),
+    Gone,
+}
+
+impl ControlSocket {
+    pub(crate) fn new(server: ghost_api::ApiServer, ops: Arc<dyn ghost_api::VmOps>) -> Self {
+        Self {
+            state: std::cell::RefCell::new(ControlState::Bound(server, ops)),
+        }
+    }
+
+    /// Starts the API thread (once; later boots find it running).
+    pub(crate) fn serve(&self) -> Result<(), crate::VmmError> {
+        let mut state = self.state.borrow_mut();
+        if let ControlState::Bound(..) = &*state {
+            let ControlState::Bound(server, ops) =
+                std::mem::replace(&mut *state, ControlState::Gone)
+            else {
+                return Ok(());
+            };
+            *state =
+                ControlState::Serving(server.serve(ops).map_err(crate::VmmError::ControlSocket)?);
+        }
+        Ok(())
+    }
+
+    /// Stops the API thread and removes the socket (a socket never served is removed too).
+    pub(crate) fn shutdown(&self) {
+        match std::mem::replace(&mut *self.state.borrow_mut(), ControlState::Gone) {
+            ControlState::Serving(thread) => thread.shutdown(),
+            ControlState::Bound(server, _) => drop(server),
+            ControlState::Gone => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::guest_disk_name;

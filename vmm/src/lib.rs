@@ -16,6 +16,7 @@ mod console;
 mod control;
 mod hyperv;
 mod interrupt;
+mod keeper;
 mod lifecycle;
 mod memory;
 mod notify;
@@ -23,6 +24,7 @@ mod passthrough;
 mod pci;
 mod platform;
 mod rtc;
+mod sandbox;
 mod vcpu;
 mod vm;
 
@@ -30,8 +32,10 @@ use std::path::PathBuf;
 
 pub use console::RawTerminal;
 pub use hyperv::HypervSetupError;
+pub use keeper::{main as keeper_main, KEEPER_COMMAND};
 pub use lifecycle::{Refusal, Request, RunState};
 pub use memory::{MemoryBacking, MemoryError};
+pub use sandbox::describe as describe_sandbox;
 pub use vcpu::{ExitStats, VmExit};
 pub use vm::preflight;
 pub use vm::{run, run_with, RunOptions};
@@ -147,6 +151,12 @@ pub enum VmmError {
     /// The device event loop could not be created.
     #[error("cannot create the device event loop: {0}")]
     EventManager(#[source] event_manager::Error),
+    /// `vm.user` (or `--user`) cannot be used.
+    #[error("vm.user: {0}")]
+    User(#[source] ghost_sandbox::SandboxError),
+    /// The sandbox could not be set up (`vm.sandbox = false` runs without it).
+    #[error("vm.sandbox: {0}")]
+    Sandbox(#[source] ghost_sandbox::SandboxError),
 }
 
 impl VmmError {
@@ -164,7 +174,9 @@ impl VmmError {
             | Self::Disk { .. }
             | Self::Net { .. }
             | Self::ControlSocket(_)
-            | Self::AddressSpace(_) => 2,
+            | Self::AddressSpace(_)
+            | Self::Sandbox(_)
+            | Self::User(_) => 2,
             Self::Firmware(e) if e.is_bad_input() => 2,
             Self::Hyperv(HypervSetupError::Unsupported) => 2,
             _ => 1,

@@ -54,6 +54,9 @@ pub enum MemoryError {
     /// A region could not be built.
     #[error("guest memory region at {0:#x} is invalid")]
     Region(u64),
+    /// Guest RAM could not be kept out of core dumps and forks.
+    #[error("cannot keep guest RAM out of core dumps (madvise): {0}")]
+    Advise(#[source] std::io::Error),
 }
 
 /// Maps guest RAM for `regions` (guest base, size) as `backing` asks.
@@ -107,10 +110,24 @@ pub fn create_guest_memory(
                 libc::madvise(region.as_ptr().cast(), size, libc::MADV_HUGEPAGE);
             }
         }
+        keep_private(region.as_ptr(), size)?;
         mapped.push(GuestRegionMmap::new(region, gpa).ok_or(MemoryError::Region(gpa.0))?);
         offset += size as u64;
     }
     GuestMemoryMmap::from_regions(mapped).map_err(MemoryError::Layout)
+}
+
+/// Guest RAM is the guest's: never in a core dump of ghost-vmm (`MADV_DONTDUMP`), never
+/// shared with a child it forks (`MADV_DONTFORK`; none does, and VFIO-pinned pages must not
+/// be copied-on-write anyway).
+fn keep_private(addr: *mut u8, size: usize) -> Result<(), MemoryError> {
+    for advice in [libc::MADV_DONTDUMP, libc::MADV_DONTFORK] {
+        // SAFETY: the range is exactly a mapping just created and owned by a region.
+        if unsafe { libc::madvise(addr.cast(), size, advice) } != 0 {
+            return Err(MemoryError::Advise(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 fn hugetlb_file(size: HugepageSize, total: u64) -> Result<File, MemoryError> {

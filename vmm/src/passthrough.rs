@@ -66,6 +66,17 @@ impl HostBindings {
     }
 
     /// Gives the bound devices back to their drivers, reporting failures.
+    /// Hands every binding to the keeper, which gives the functions back once the VMM is
+    /// gone (a VMM that dropped root cannot write sysfs); nothing is left to [`restore`](Self::restore).
+    pub(crate) fn hand_to(&mut self, plan: &mut crate::keeper::KeeperPlan) {
+        for b in self.bindings.drain(..) {
+            let address = b.address().to_owned();
+            if b.changed() {
+                plan.binding(address, b.keep());
+            }
+        }
+    }
+
     pub(crate) fn restore(mut self) {
         for b in self.bindings.drain(..) {
             let address = b.address().to_owned();

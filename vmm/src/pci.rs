@@ -7,6 +7,7 @@ use ghost_boot::layout;
 use ghost_devices::pci::root::{CONFIG_IO_LEN, CONFIG_IO_PORT};
 use ghost_devices::pci::{BarInfo, BarKind, DevFn, PciConfigIo, PciConfigMmio, PciDevice, PciRoot};
 use ghost_devices::q35::ResetControl;
+use ghost_devices::virtio::activation::{ActivationQueue, Activator};
 use ghost_devices::virtio::pci::VirtioPciDevice;
 use ghost_devices::virtio::VirtioDevice;
 use ghost_devices::Bus;
@@ -72,6 +73,9 @@ pub struct PciPlatform {
     routing: Arc<GsiRouting>,
     vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
+    /// Where the virtio transports send `DRIVER_OK`, and the transports.
+    activation: ActivationQueue,
+    virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
 }
 
 impl std::fmt::Debug for PciPlatform {
@@ -125,6 +129,11 @@ impl PciPlatform {
             routing,
             vm,
             mem,
+            activation: ActivationQueue::new().map_err(|source| PciSetupError::Vectors {
+                device: "virtio activation".into(),
+                source,
+            })?,
+            virtio: Vec::new(),
         })
     }
 
@@ -180,7 +189,17 @@ impl PciPlatform {
             device: name.clone(),
             source,
         })?;
-        self.add(Arc::new(Mutex::new(transport)))
+        let mut transport = transport;
+        transport.defer_activation(self.activation.clone());
+        let transport = Arc::new(Mutex::new(transport));
+        self.virtio.push(transport.clone());
+        self.add(transport)
+    }
+
+    /// The subscriber that starts the virtio devices when their drivers are ready, for the
+    /// VMM thread's event loop ([`ghost_devices::virtio::activation`]).
+    pub fn virtio_activator(&self) -> Activator {
+        Activator::new(self.activation.clone(), self.virtio.clone())
     }
 
     /// Plugs `device` in at the next free slot, function 0.

@@ -332,6 +332,11 @@ impl Vcpu {
         }
     }
 
+    /// Stops the VM with `msg` before this vCPU ran (its thread could not be set up).
+    pub(crate) fn fail(&self, msg: String) {
+        self.control.request_exit(VmExit::Fatal(msg));
+    }
+
     /// Runs until the VM stops; a fatal condition is reported through the [`VmControl`].
     /// Returns this vCPU's exit statistics.
     pub fn run(mut self) -> ExitStats {

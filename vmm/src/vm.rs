@@ -14,7 +14,9 @@ use ghost_boot::layout;
 use ghost_devices::boot_timer::{BootTimer, MilestoneSink};
 use ghost_devices::i8042::{I8042Device, I8042_DATA_PORT, I8042_PORT_LEN};
 use ghost_devices::serial::{SerialDevice, SerialOutput, SERIAL_PORT_LEN};
+use ghost_devices::virtio::activation::Activator;
 use ghost_devices::Bus;
+use ghost_sandbox::ThreadKind;
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -26,7 +28,7 @@ use crate::backends::Backends;
 use crate::config::{OnReboot, SerialMode, VmConfig};
 use crate::console::socket::SocketConsoleEvents;
 use crate::console::{open_console_file, ConsoleInput, RawTerminal};
-use crate::control::ControlApi;
+use crate::control::{ControlApi, ControlSocket};
 use crate::interrupt::GsiRouting;
 use crate::lifecycle::{BootHandles, Lifecycle, RunControl, VcpuKicker};
 use crate::memory::{create_guest_memory, MemoryBacking};
@@ -46,6 +48,10 @@ pub struct RunOptions {
     /// Log each boot's exits by reason and the busiest ports and MMIO pages when it stops
     /// (at `warn` level, so they show without `GHOST_LOG`).
     pub exit_stats: bool,
+    /// Run without the sandbox whatever the file says (`--no-sandbox`; debugging only).
+    pub no_sandbox: bool,
+    /// Run as this user after setup, whatever the file says (`--user`).
+    pub user: Option<String>,
 }
 
 /// Runs the VM described by `config` until it powers off (or reboots with
@@ -57,16 +63,18 @@ pub fn run(config: &VmConfig) -> Result<VmExit, VmmError> {
 /// [`run`] with [`RunOptions`].
 pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmError> {
     let started = Instant::now();
+    // Who the run becomes after root's part of setup: a bad user touches nothing.
+    let identity = crate::sandbox::identity(config, options.user.as_deref())?;
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
     // The control socket first: a second VM with this name fails here, before it touches
-    // anything of the host (its pid is in the message).
+    // anything of the host (its pid is in the message). It is served once the VMM thread
+    // is confined; clients wait in its queue until then.
     let api = ApiServer::bind(&config.vm.control_socket_path()).map_err(VmmError::ControlSocket)?;
+    crate::sandbox::enable(config, options.no_sandbox)?;
     install_kick_handler().map_err(VmmError::Signals)?;
     // From here on, a stop signal presses the guest's power button instead of killing us.
     let run = RunControl::install().map_err(VmmError::Signals)?;
-    let api = api
-        .serve(Arc::new(ControlApi::new(config, run.clone())))
-        .map_err(VmmError::ControlSocket)?;
+    let control = ControlSocket::new(api, Arc::new(ControlApi::new(config, run.clone())));
     let _terminal = match config.serial.mode {
         SerialMode::Stdio => RawTerminal::enter(libc::STDIN_FILENO),
         _ => None,
@@ -82,27 +90,38 @@ pub fn run_with(config: &VmConfig, options: &RunOptions) -> Result<VmExit, VmmEr
     let (below_4g, above_4g) = platform.ram_split(config.memory.size.bytes());
     let rtc = CmosRtc::new(below_4g, above_4g, config.vm.vcpus)?;
     // Passed-through devices: checked, and bound to vfio-pci where the file asks; given back
-    // on every way out of this function.
-    let bindings = HostBindings::prepare(config)?;
+    // on every way out of this function (by the keeper once root is dropped).
+    let mut bindings = HostBindings::prepare(config)?;
+    // Root's part of setup is done: with `vm.user`, the run becomes that user here, before
+    // the first boot, which runs as every later one will.
+    let mut keeper =
+        crate::sandbox::drop_privileges(config, identity.as_ref(), &mut bindings, &platform)?;
     let level = RunLevel {
         backends: &backends,
         run: &run,
         rtc: &rtc,
         platform: &platform,
+        control: &control,
         booted: Cell::new(false),
     };
     let result = run_until_exit(&kvm, config, options, &level, started);
     // A run whose guest never booted (setup failed, or the firmware needs what ghost-vmm
     // lacks) leaves nothing behind.
-    if !level.booted.get() {
-        platform.discard_created();
+    match (&mut keeper, level.booted.get()) {
+        (Some(keeper), true) => keeper.booted(),
+        (None, false) => platform.discard_created(),
+        _ => {}
     }
     run.refuse_pending("the VM has stopped");
     // Whatever ended the run, what the guest wrote reaches the disks before we exit.
     backends.flush_disks();
     bindings.restore();
-    // Last: an API request that stopped the VM has had its answer written; the socket goes.
-    api.shutdown();
+    // An API request that stopped the VM has had its answer written; the socket goes.
+    control.shutdown();
+    // Last, with everything of ours closed: the keeper gives back what root must.
+    if let Some(keeper) = keeper {
+        keeper.finish();
+    }
     result
 }
 
@@ -112,6 +131,7 @@ struct RunLevel<'a> {
     run: &'a Arc<RunControl>,
     rtc: &'a CmosRtc,
     platform: &'a Platform,
+    control: &'a ControlSocket,
     /// Whether a boot ran to a guest exit the guest chose (set by [`run_until_exit`]).
     booted: Cell<bool>,
 }
@@ -128,6 +148,11 @@ fn run_until_exit(
     let mut boot_start = started;
     loop {
         let vm = Vm::new(kvm, config, level, boot_start)?;
+        // Setup is over: from here this thread runs the device loop and starts the vCPUs
+        // and workers (the first boot confines it; later boots find it confined). The API
+        // thread starts confined too.
+        crate::sandbox::confine_vmm_thread(config, level.platform)?;
+        level.control.serve()?;
         let (exit, stats) = vm.run(run, config.vm.stop_timeout.duration())?;
         if !matches!(exit, VmExit::Unsupported(_)) {
             level.booted.set(true);
@@ -157,6 +182,7 @@ struct Vm {
     vm_fd: Arc<VmFd>,
     _memory: GuestMemoryMmap,
     _pci: PciPlatform,
+    virtio: Activator,
     vcpus: Vec<Vcpu>,
     control: Arc<VmControl>,
     serial: Arc<Mutex<SerialDevice>>,
@@ -347,6 +373,7 @@ impl Vm {
         Ok(Self {
             vm_fd,
             _memory: memory,
+            virtio: pci.virtio_activator(),
             _pci: pci,
             vcpus,
             control,
@@ -375,6 +402,7 @@ impl Vm {
         events.add_subscriber(Arc::new(Mutex::new(ExitWatcher {
             control: self.control.clone(),
         })));
+        events.add_subscriber(Arc::new(Mutex::new(self.virtio)));
         let kicker = Arc::new(VcpuKicker::new(vcpu_kick_signal()));
         let lifecycle = Lifecycle::new(
             run.clone(),
@@ -417,6 +445,11 @@ impl Vm {
                 .spawn(move || {
                     if let Some(cpu) = cpu {
                         pin_current_thread(cpu);
+                    }
+                    // Before the guest's first instruction on this vCPU.
+                    if let Err(e) = ghost_sandbox::confine_thread(ThreadKind::Vcpu) {
+                        vcpu.fail(format!("vCPU thread {i}: {e}"));
+                        return ExitStats::default();
                     }
                     vcpu.run()
                 });
@@ -524,6 +557,7 @@ pub fn preflight(config: &VmConfig) -> Result<(), VmmError> {
     // A VM of this name (its control socket) must not be running already.
     drop(ApiServer::bind(&config.vm.control_socket_path()).map_err(VmmError::ControlSocket)?);
     check_hugepage_pool(config)?;
+    crate::sandbox::check(config)?;
     // The guest's address space as this host's KVM gives it (skipped without /dev/kvm: a
     // file can be checked on another machine than the one that runs it).
     if let Ok(kvm) = Kvm::new() {

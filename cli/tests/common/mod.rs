@@ -200,11 +200,17 @@ pub struct Running {
 
 impl Running {
     pub fn start(fx: &Fixture, code: &[u8], extra_vm: &str) -> Self {
+        Self::start_with_env(fx, code, extra_vm, &[])
+    }
+
+    /// [`Running::start`] with these environment variables set.
+    pub fn start_with_env(fx: &Fixture, code: &[u8], extra_vm: &str, env: &[(&str, &str)]) -> Self {
         assert!(kvm_available(), "these tests need /dev/kvm");
         let vm = fx.vm(code, extra_vm);
         let mut child = Command::new(env!("CARGO_BIN_EXE_ghost-vmm"))
             .arg("run")
             .arg(&vm)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

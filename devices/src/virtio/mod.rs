@@ -13,6 +13,7 @@
 //! Everything a device reads from a queue is guest-controlled. A malformed chain is answered
 //! with the device's error status (or dropped, for devices that have none) and never panics.
 
+pub mod activation;
 pub mod block;
 pub mod net;
 pub mod pci;

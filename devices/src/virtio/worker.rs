@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use ghost_sandbox::ThreadKind;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -43,8 +44,10 @@ impl MutEventSubscriber for StopWatcher {
 }
 
 impl Worker {
-    /// Starts thread `name` serving `subscriber` until [`Worker::stop`] (or drop).
-    pub fn spawn<S>(name: String, subscriber: S) -> std::io::Result<Self>
+    /// Starts thread `name` serving `subscriber` until [`Worker::stop`] (or drop). The
+    /// thread confines itself as `kind` ([`ghost_sandbox::confine_thread`]) before it
+    /// touches the queues; if it cannot, it serves nothing and this fails.
+    pub fn spawn<S>(name: String, kind: ThreadKind, subscriber: S) -> std::io::Result<Self>
     where
         S: MutEventSubscriber + Send + 'static,
     {
@@ -58,7 +61,14 @@ impl Worker {
             .map_err(|e| std::io::Error::other(format!("event manager: {e:?}")))?;
         events.add_subscriber(Arc::new(Mutex::new(watcher)));
         events.add_subscriber(Arc::new(Mutex::new(subscriber)));
+        let (confined_tx, confined_rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let confined = ghost_sandbox::confine_thread(kind).map_err(|e| e.to_string());
+            let ok = confined.is_ok();
+            let _ = confined_tx.send(confined);
+            if !ok {
+                return;
+            }
             while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 if let Err(e) = events.run() {
                     log::error!("worker event loop failed: {e:?}");
@@ -66,10 +76,20 @@ impl Worker {
                 }
             }
         })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
+        match confined_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                stop,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(std::io::Error::other(e))
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(std::io::Error::other("the worker thread died at its start"))
+            }
+        }
     }
 
     /// Stops the thread and waits for it. Idempotent.

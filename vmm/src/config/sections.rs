@@ -72,6 +72,18 @@ pub struct VmSection {
     /// what Windows guests want.
     #[serde(default)]
     pub hyperv: bool,
+    /// Confine the process once the VM is set up (default true): seccomp filters per
+    /// thread, no new privileges, no core dumps ([`ghost_sandbox`]). `false` is for
+    /// debugging, and says so in a warning.
+    #[serde(default = "default_true")]
+    pub sandbox: bool,
+    /// Run as this user (a name or a number) once root's part of setup is done: TAPs,
+    /// vfio-pci binding, hugepages, locked memory. Only for a `ghost-vmm run` started as root.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// With `user`: this group instead of the user's primary group (a name or a number).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// `vm.stop_timeout` when the file does not say.

@@ -44,6 +44,19 @@ impl VmConfig {
 
     fn check_vm(&self, host: &Host) -> Check {
         check_name(&self.vm.name)?;
+        match (&self.vm.user, &self.vm.group) {
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "vm.group",
+                    "needs vm.user (the group a user runs as)",
+                ))
+            }
+            (Some(user), group) => {
+                ghost_sandbox::privileges::Identity::resolve(user, group.as_deref())
+                    .map_err(|e| ConfigError::invalid("vm.user", e.to_string()))?;
+            }
+            (None, None) => {}
+        }
         let vcpus = self.vm.vcpus;
         if !VCPUS_RANGE.contains(&vcpus) {
             return Err(ConfigError::invalid(

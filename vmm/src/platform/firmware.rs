@@ -130,6 +130,24 @@ impl FirmwareImages {
         })
     }
 
+    /// What the sandbox must leave reachable: the CODE image (read each boot), the store,
+    /// and the store's folder for removing a store this run created.
+    pub(crate) fn file_rules(&self, rules: &mut ghost_sandbox::files::FileRules) {
+        rules.read(&self.code.1).read_write(&self.vars.1);
+        if self.created {
+            if let Some(dir) = self.vars.1.parent() {
+                rules.remove_in(dir);
+            }
+        }
+    }
+
+    /// The store, for the keeper to remove if this run created it and never booted.
+    pub(crate) fn keeper_vars(&self, plan: &mut crate::keeper::KeeperPlan) {
+        if self.created {
+            plan.vars(&self.vars.1);
+        }
+    }
+
     /// Removes the store again if this run created it: for a run that never booted the
     /// firmware (it leaves nothing behind).
     pub(crate) fn discard_created_store(&self) {

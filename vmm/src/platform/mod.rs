@@ -85,6 +85,20 @@ impl Platform {
         }
     }
 
+    /// Adds the platform's files to the sandbox's rules (the firmware's images).
+    pub(crate) fn file_rules(&self, rules: &mut ghost_sandbox::files::FileRules) {
+        if let Self::Firmware(images) = self {
+            images.file_rules(rules);
+        }
+    }
+
+    /// Tells the keeper of a variable store this run created.
+    pub(crate) fn keeper_vars(&self, plan: &mut crate::keeper::KeeperPlan) {
+        if let Self::Firmware(images) = self {
+            images.keeper_vars(plan);
+        }
+    }
+
     /// Undoes what opening created on the host (the firmware's new variable store), for a
     /// run whose guest never booted.
     pub(crate) fn discard_created(&self) {

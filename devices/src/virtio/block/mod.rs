@@ -42,6 +42,7 @@ use virtio_queue::QueueT;
 
 use super::worker::Worker;
 use super::{device_type, features as common, ActivateContext, ActivateError, VirtioDevice};
+use ghost_sandbox::ThreadKind;
 
 pub use disk::{DiskImage, DiskKind};
 #[doc(hidden)]
@@ -320,8 +321,8 @@ impl VirtioDevice for Block {
             self.id,
             self.engine,
         );
-        let worker =
-            Worker::spawn("virtio-blk".to_owned(), handler).map_err(ActivateError::Backend)?;
+        let worker = Worker::spawn("virtio-blk".to_owned(), ThreadKind::BlockWorker, handler)
+            .map_err(ActivateError::Backend)?;
         self.worker = Some(worker);
         Ok(())
     }

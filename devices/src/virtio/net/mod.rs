@@ -32,6 +32,7 @@ use virtio_bindings::virtio_net as vn;
 
 use super::worker::Worker;
 use super::{ActivateContext, ActivateError, VirtioDevice};
+use ghost_sandbox::ThreadKind;
 
 pub use backend::{NetBackend, PacketSocket, MAX_IOVECS};
 pub use datapath::{NetQueues, NetStats, RxOutcome, TxOutcome, MAX_FRAME_LEN};
@@ -284,8 +285,10 @@ impl VirtioDevice for Net {
         );
         let handler =
             handler::NetHandler::new(queues, rx.notifier, tx.notifier, self.backend.clone());
-        self.worker =
-            Some(Worker::spawn("virtio-net".to_owned(), handler).map_err(ActivateError::Backend)?);
+        self.worker = Some(
+            Worker::spawn("virtio-net".to_owned(), ThreadKind::NetWorker, handler)
+                .map_err(ActivateError::Backend)?,
+        );
         Ok(())
     }
 

@@ -43,7 +43,7 @@ fn unknown_key_in_a_section() {
     assert_error(
         &e,
         3,
-        &["vm.toml:3:1: unknown key `vcpu` in [vm] (expected one of name, vcpus, cpu_affinity, on_reboot, stop_timeout, control_socket, hyperv)"],
+        &["vm.toml:3:1: unknown key `vcpu` in [vm] (expected one of name, vcpus, cpu_affinity, on_reboot, stop_timeout, control_socket, hyperv, sandbox, user, group)"],
     );
 }
 
