@@ -46,6 +46,10 @@ packages=(qemu-system-x86 ipxe-qemu busybox-static cpio gzip xz-utils zstd lz4 k
 sudo=""
 [[ $(id -u) == 0 ]] || sudo=sudo
 apt_update() { $sudo apt-get -q -o DPkg::Lock::Timeout=600 update >&2; }
+lists_updated=0
+apt_update_once() {
+    [[ $lists_updated == 1 ]] || { apt_update || true; lists_updated=1; }
+}
 apt_install() {
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q \
         install --no-install-recommends "$@" >&2
@@ -131,6 +135,10 @@ prepare_kernel() { # META FLAVOR
     if [[ $refresh == 0 ]] && complete; then
         return 0
     fi
+    # Resolve against fresh package lists: a machine whose lists are old would otherwise
+    # cache an old kernel for good (seen: 6.1.0-48 where the mirror had 6.1.0-57), and two
+    # machines would test on different test-host kernels.
+    apt_update_once
     local pkg
     pkg=$(kernel_package_of "$meta")
     if complete && [[ $(cat "$stamp") == "$pkg" ]]; then
