@@ -223,13 +223,13 @@ pub(crate) fn drop_privileges(
 
 /// `/dev/vfio/GROUP` of every passed-through function, once each.
 fn vfio_group_nodes(config: &VmConfig) -> Vec<PathBuf> {
+    let host = crate::host::Host::system();
     let mut nodes: Vec<PathBuf> = config
         .vfio
         .iter()
         .filter_map(|v| {
-            let link = format!("/sys/bus/pci/devices/{}/iommu_group", v.host);
-            let group = std::fs::read_link(link).ok()?;
-            Some(Path::new("/dev/vfio").join(group.file_name()?))
+            let group = host.pci_device(v.host).ok()??.iommu_group?;
+            Some(Path::new("/dev/vfio").join(group.to_string()))
         })
         .collect();
     nodes.sort();
