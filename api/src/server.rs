@@ -160,32 +160,13 @@ impl ApiServer {
     /// connection is served at a time; others wait in the kernel's queue.
     pub fn serve(self, ops: Arc<dyn VmOps>) -> Result<ApiThread, ApiError> {
         let shutdown = self.shutdown.clone();
-        let (confined_tx, confined_rx) = std::sync::mpsc::sync_channel(1);
-        let thread = thread::Builder::new()
-            .name("api".into())
-            .spawn(move || {
-                // Before the first client's bytes are read.
-                let confined = ghost_sandbox::confine_thread(ghost_sandbox::ThreadKind::Api);
-                let ok = confined.is_ok();
-                let _ = confined_tx.send(confined.map_err(|e| e.to_string()));
-                if ok {
-                    self.run(&*ops);
-                }
-            })
-            .map_err(ApiError::Thread)?;
-        match confined_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(ApiError::Thread(std::io::Error::other(e)));
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(ApiError::Thread(std::io::Error::other(
-                    "the api thread died at its start",
-                )));
-            }
-        }
+        // Confined before the first client's bytes are read.
+        let thread = ghost_sandbox::spawn_confined(
+            "api".into(),
+            ghost_sandbox::ThreadKind::Api,
+            move || self.run(&*ops),
+        )
+        .map_err(ApiError::Thread)?;
         Ok(ApiThread {
             thread: Some(thread),
             shutdown,

@@ -206,6 +206,42 @@ pub fn confine_thread(kind: ThreadKind) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Starts thread `name`, which confines itself as `kind` before it runs `body`. Returns
+/// once the thread is confined; a thread that cannot confine itself runs nothing, is joined,
+/// and the error is returned.
+pub fn spawn_confined<F>(
+    name: String,
+    kind: ThreadKind,
+    body: F,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let (confined_tx, confined_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let confined = confine_thread(kind).map_err(|e| e.to_string());
+        let ok = confined.is_ok();
+        let _ = confined_tx.send(confined);
+        if ok {
+            body();
+        }
+    })?;
+    match confined_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(std::io::Error::other(e))
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(std::io::Error::other(format!(
+                "the {} thread died at its start",
+                kind.name()
+            )))
+        }
+    }
+}
+
 /// The kind the calling thread is confined as, if any.
 pub fn confined_as() -> Option<ThreadKind> {
     CONFINED.with(Cell::get)

@@ -61,14 +61,7 @@ impl Worker {
             .map_err(|e| std::io::Error::other(format!("event manager: {e:?}")))?;
         events.add_subscriber(Arc::new(Mutex::new(watcher)));
         events.add_subscriber(Arc::new(Mutex::new(subscriber)));
-        let (confined_tx, confined_rx) = std::sync::mpsc::sync_channel(1);
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let confined = ghost_sandbox::confine_thread(kind).map_err(|e| e.to_string());
-            let ok = confined.is_ok();
-            let _ = confined_tx.send(confined);
-            if !ok {
-                return;
-            }
+        let thread = ghost_sandbox::spawn_confined(name, kind, move || {
             while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 if let Err(e) = events.run() {
                     log::error!("worker event loop failed: {e:?}");
@@ -76,20 +69,10 @@ impl Worker {
                 }
             }
         })?;
-        match confined_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                stop,
-                thread: Some(thread),
-            }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(std::io::Error::other(e))
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err(std::io::Error::other("the worker thread died at its start"))
-            }
-        }
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops the thread and waits for it. Idempotent.
