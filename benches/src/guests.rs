@@ -152,6 +152,24 @@ echo "VMM_RC=$?"
     )
 }
 
+/// The boot guest: reaches init and powers off (the multi-vCPU boot figures).
+pub(super) const BOOT_GUEST: &str = "echo BENCH-INIT-OK\npoweroff -f\n";
+
+/// L2 side of the boot guest under `cmd`, as VM `name`: the general guest's disk and TAP, VMM
+/// start to the guest's init, then its poweroff.
+pub(super) fn boot_l2(name: &str, cmd: &str) -> String {
+    format!(
+        r#"rm -f /tmp/bench.img
+dd if=/dev/zero of=/tmp/bench.img bs=1M count=128 2>/dev/null
+ghost_mark start
+vm_start {name} {cmd}
+vm_wait_for {name} BENCH-INIT-OK 120 || {{ vm_kill {name}; exit 1; }}
+vm_wait {name} 60
+echo "VMM_RC=$?"
+"#
+    )
+}
+
 /// L2 side of the passthrough guest: both devices on vfio-pci for the run, back after.
 pub(super) fn passthrough_l2(name: &str, cmd: &str) -> String {
     format!(

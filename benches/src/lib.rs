@@ -62,6 +62,18 @@ pub const FIGURES: &[Figure] = &[
         Better::Lower,
     ),
     fig(
+        "boot_2cpu_ms",
+        "boot: VMM start to guest init, 2 vCPUs",
+        "ms",
+        Better::Lower,
+    ),
+    fig(
+        "boot_4cpu_ms",
+        "boot: VMM start to guest init, 4 vCPUs",
+        "ms",
+        Better::Lower,
+    ),
+    fig(
         "exit_ms",
         "exit: guest poweroff to VMM exit",
         "ms",

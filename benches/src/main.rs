@@ -43,7 +43,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use ghost_benches::{figure, results_path, today, Samples, FIGURES};
 use ghost_tests::guest_tools::{build_static, vm_file};
@@ -55,11 +54,13 @@ use ghost_tests::testhost::{
 mod firmware;
 mod guests;
 mod plan;
+mod scrape;
 mod vmms;
 
 use firmware::FIRMWARE_FIGURES;
-use guests::{general_guest, passthrough_guest, Sizes, FULL, QUICK};
+use guests::{general_guest, passthrough_guest, Sizes, BOOT_GUEST, FULL, QUICK};
 use plan::{disk_name, max_host_boots, Job, Kind, Plan};
+use scrape::figures_of;
 use vmms::{vmms, Vmm};
 
 const KERNEL: &str = "/ghost/kernel/cloud/bzImage";
@@ -162,103 +163,6 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     })
 }
 
-/// A finished guest's figures, or why there are none.
-fn figures_of(
-    s: &ScenarioResult,
-    kind: Kind,
-    vmm: &Vmm,
-    ghost: bool,
-) -> Result<Vec<(&'static str, f64)>, String> {
-    let done = match kind {
-        Kind::General | Kind::Passthrough => "BENCH-DONE",
-        Kind::Debian { .. } | Kind::Firmware { .. } => SETTLED,
-    };
-    if !s.succeeded() || !s.contains(done) || s.value::<i32>("VMM_RC=") != Some(0) {
-        let vmm_rc = s.line_after("VMM_RC=").unwrap_or("none");
-        let last_error = s
-            .lines
-            .iter()
-            .rev()
-            .find(|l| l.text.contains("error") || l.text.contains("NEVER"))
-            .map_or(String::new(), |l| {
-                format!("; last error: {}", l.text.trim())
-            });
-        return Err(format!(
-            "{}: the guest did not finish its workloads (script {:?}, VMM exit status {vmm_rc}){last_error}",
-            s.name,
-            s.outcome()
-        ));
-    }
-    let mut out = Vec::new();
-    let mut take = |key: &'static str, value: Option<f64>| {
-        if let Some(v) = value {
-            out.push((key, v));
-        }
-    };
-    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
-    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
-    match kind {
-        Kind::General => {
-            take(
-                "boot_ms",
-                ms(s.time_between("@@GHOST-MARK start", "BENCH-INIT-OK")),
-            );
-            take("exit_ms", ms(s.time_between("BENCH-DONE", "VMM_RC=")));
-            take(
-                "rss_overhead_mib",
-                s.value::<f64>("VMM_OVERHEAD_KB=").map(|kb| kb / 1024.0),
-            );
-            take("seq_write_mbs", s.value("SEQ_WRITE_MBS="));
-            take("seq_read_mbs", s.value("SEQ_READ_MBS="));
-            take("rand_read_iops", s.value("RAND_READ_IOPS="));
-            take("tcp_mbs", s.value("TCP_SEND_MBS="));
-            if vmm.config_pio {
-                take("pio_exit_ns", s.value("PIO_EXIT_NS="));
-            }
-            take("mmio_exit_ns", s.value("MMIO_EXIT_NS="));
-            if ghost {
-                // "guest milestone 1 at 812.3 ms (exits so far: pio 1234, mmio 56)"
-                if let Some(rest) = s.line_after("guest milestone 1 at ") {
-                    let words: Vec<&str> = rest
-                        .split(|c: char| c.is_whitespace() || c == ',' || c == ')')
-                        .filter(|w| !w.is_empty())
-                        .collect();
-                    take("timer_ms", words.first().and_then(|w| w.parse().ok()));
-                    let count = |name: &str| {
-                        let at = words.iter().position(|w| *w == name)?;
-                        words.get(at + 1)?.parse::<f64>().ok()
-                    };
-                    if let (Some(p), Some(m)) = (count("pio"), count("mmio")) {
-                        take("boot_exits", Some(p + m));
-                    }
-                }
-            }
-        }
-        Kind::Passthrough => {
-            take("bar_read_ns", s.value("BAR_READ_NS="));
-            take("nvme_admin_us", s.value("NVME_ADMIN_RTT_US="));
-            take("nvme_iops", s.value("NVME_IOPS="));
-        }
-        Kind::Debian { .. } => {
-            take(
-                "debian_boot_s",
-                secs(s.time_between("@@GHOST-MARK start", READY_LINE)),
-            );
-            take("debian_uptime_s", s.value(READY_LINE));
-            take(
-                "debian_stop_s",
-                secs(s.time_between("@@GHOST-MARK stop", "VMM_RC=")),
-            );
-        }
-        Kind::Firmware { .. } => {
-            for (key, value) in firmware::figures(s, ghost) {
-                take(key, Some(value));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// What the harness learned from all host runs.
 #[derive(Default)]
 struct Collected {
@@ -304,6 +208,13 @@ fn build_host(
         &format!("{CMDLINE} bench_timer={BOOT_TIMER_PORT}"),
         "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n",
     );
+    let boot_toml = vm_file(
+        "boot",
+        KERNEL,
+        "boot",
+        CMDLINE,
+        "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n",
+    );
     let pt_toml = vm_file(
         "pt",
         KERNEL,
@@ -333,6 +244,10 @@ fn build_host(
                 .file("/bin/iobench", iobench.clone(), 0o755),
         )
         .guest(
+            "boot",
+            GuestInitramfs::new(BOOT_GUEST).modules(VIRTIO_MODULES),
+        )
+        .guest(
             "pt",
             GuestInitramfs::new(passthrough_guest(sizes))
                 .file("/bin/edutest", edutest, 0o755)
@@ -340,6 +255,16 @@ fn build_host(
         )
         .file("/ghost/vm/bench.toml", bench_toml, 0o644)
         .file("/ghost/vm/pt.toml", pt_toml, 0o644)
+        .file(
+            "/ghost/vm/boot-2.toml",
+            boot_toml.replace("vcpus = 1", "vcpus = 2"),
+            0o644,
+        )
+        .file(
+            "/ghost/vm/boot-4.toml",
+            boot_toml.replace("vcpus = 1", "vcpus = 4"),
+            0o644,
+        )
         .debian(debian);
     for (n, kind) in disks.iter().enumerate() {
         debug_assert_eq!(kind.disk(), Some(n));
@@ -551,6 +476,7 @@ fn render(opts: &Options, out: &Collected, vmms: &[Vmm]) -> String {
          mean something, absolute values do not carry over to a real PC (see the README for \
          running the set there).\n",
     );
+    md.push_str(&vmms::boot_notes(vmms));
     md.push_str(&debian_notes(opts, out.debian_runs, vmms));
     md.push_str(&firmware::notes(
         opts,

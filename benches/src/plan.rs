@@ -8,8 +8,12 @@ use ghost_benches::run_order;
 use ghost_tests::testhost::Scenario;
 
 use super::firmware::firmware_l2;
-use super::guests::{debian_l2, general_l2, passthrough_l2};
-use super::vmms::Vmm;
+use super::guests::{boot_l2, debian_l2, general_l2, passthrough_l2};
+use super::vmms::{Vmm, VCPUS};
+
+/// The vCPU counts of the boot-only runs ([`Kind::Boot`]); the general guest's boot is the
+/// 1-vCPU figure.
+pub(super) const SMP_BOOTS: [u8; 2] = [2, 4];
 
 /// Debian boots (direct and firmware together) one test host can hold: each needs its own
 /// copy of its image, a virtio disk of L1 (whose PCI bus 0 has about 26 free slots; L2 names
@@ -23,6 +27,8 @@ pub(super) enum Kind {
     General,
     /// The passthrough guest: edu and nvme through VFIO.
     Passthrough,
+    /// The boot guest with this many vCPUs: VMM start to init, then poweroff.
+    Boot { vcpus: u8 },
     /// The Debian image on L2's disk `/dev/vd<'a' + disk>` (a pristine copy in every test-host
     /// boot, so a re-run in the next boot gets one too).
     Debian { disk: usize },
@@ -35,7 +41,7 @@ impl Kind {
     /// The L2 disk the scenario boots from, if any.
     pub(super) fn disk(self) -> Option<usize> {
         match self {
-            Kind::General | Kind::Passthrough => None,
+            Kind::General | Kind::Passthrough | Kind::Boot { .. } => None,
             Kind::Debian { disk } | Kind::Firmware { disk } => Some(disk),
         }
     }
@@ -63,10 +69,11 @@ impl Job {
     pub(super) fn name(&self, vmms: &[Vmm]) -> String {
         let who = vmms[self.vmm].short;
         let what = match self.kind {
-            Kind::General => "general",
-            Kind::Passthrough => "pt",
-            Kind::Debian { .. } => "debian",
-            Kind::Firmware { .. } => "fw",
+            Kind::General => "general".to_owned(),
+            Kind::Passthrough => "pt".to_owned(),
+            Kind::Boot { vcpus } => format!("boot{vcpus}"),
+            Kind::Debian { .. } => "debian".to_owned(),
+            Kind::Firmware { .. } => "fw".to_owned(),
         };
         format!("{what}-{who}-{}", self.run)
     }
@@ -78,6 +85,13 @@ impl Job {
         let (script, timeout) = match self.kind {
             Kind::General => (general_l2(&short, &vmm.general), 300),
             Kind::Passthrough => (passthrough_l2(&short, &vmm.passthrough), 180),
+            Kind::Boot { vcpus } => {
+                let cmd = vmm.boot.as_ref().expect("a boot job for a VMM without one");
+                (
+                    boot_l2(&short, &cmd.replace(VCPUS, &vcpus.to_string())),
+                    180,
+                )
+            }
             Kind::Debian { disk } => {
                 let cmds = vmm
                     .debian
@@ -143,6 +157,7 @@ impl Plan {
                 .filter(|&i| with(&vmms[i]) && (vmms[i].required || !quick))
                 .collect()
         };
+        let boot_vmms = boots(&|v| v.boot.is_some());
         let debian_vmms = boots(&|v| v.debian.is_some());
         let firmware_vmms = boots(&|v| v.firmware.is_some());
         let (debian_runs, firmware_runs) = disk_runs(
@@ -158,6 +173,15 @@ impl Plan {
             for kind in [Kind::General, Kind::Passthrough] {
                 for vmm in run_order(run, vmms.len()) {
                     jobs.push(Job { kind, vmm, run });
+                }
+            }
+            for vcpus in SMP_BOOTS {
+                for i in run_order(run, boot_vmms.len()) {
+                    jobs.push(Job {
+                        kind: Kind::Boot { vcpus },
+                        vmm: boot_vmms[i],
+                        run,
+                    });
                 }
             }
             let groups: [DiskBoots; 2] = [
@@ -328,7 +352,24 @@ mod tests {
         assert_eq!(plan.debian_vmms, [0, 1, 2]);
         // ghost-vmm and QEMU q35 only: not microvm.
         assert_eq!(plan.firmware_vmms, [0, 1]);
-        assert_eq!(plan.jobs.len(), 5 * 8 + 4 * 3 + 4 * 2);
+        // Per run: general and passthrough under all 4, the 2 and 4 vCPU boots under
+        // ghost-vmm and q35 (not microvm, not ghost-vmm without its sandbox).
+        assert_eq!(plan.jobs.len(), 5 * (8 + 2 * 2) + 4 * 3 + 4 * 2);
+        let boots: Vec<(Kind, usize)> = plan
+            .jobs
+            .iter()
+            .filter(|j| j.run == 2 && matches!(j.kind, Kind::Boot { .. }))
+            .map(|j| (j.kind, j.vmm))
+            .collect();
+        assert_eq!(
+            boots,
+            [
+                (Kind::Boot { vcpus: 2 }, 1),
+                (Kind::Boot { vcpus: 2 }, 0),
+                (Kind::Boot { vcpus: 4 }, 1),
+                (Kind::Boot { vcpus: 4 }, 0),
+            ]
+        );
         let disks: Vec<usize> = plan.jobs.iter().filter_map(|j| j.kind.disk()).collect();
         assert_eq!(disks, (0..20).collect::<Vec<_>>());
         let kinds = plan.disks();
@@ -361,6 +402,7 @@ mod tests {
         let names: Vec<String> = plan.jobs.iter().map(|j| j.name(&vmms)).collect();
         assert!(names.contains(&"fw-ghost-1".to_owned()));
         assert!(names.contains(&"fw-q35-4".to_owned()));
+        assert!(names.contains(&"boot4-ghost-3".to_owned()));
         assert!(!names.iter().any(|n| n.starts_with("fw-microvm")));
     }
 
@@ -368,7 +410,7 @@ mod tests {
     fn quick_and_no_firmware_plans() {
         let vmms = vmms(false);
         let quick = Plan::new(1, &vmms, true, None, None).expect("plan");
-        assert_eq!(quick.jobs.len(), 12);
+        assert_eq!(quick.jobs.len(), 16);
         assert_eq!(quick.debian_vmms, [0, 1]);
         assert_eq!(quick.firmware_runs, 1);
         assert_eq!(quick.disks().len(), 4);

@@ -7,6 +7,9 @@ use ghost_tests::testhost::DEBIAN_CMDLINE;
 use super::firmware::{self, FirmwareCmds};
 use super::{CMDLINE, DISK, EDU, KERNEL, L2_CLOUD_HYPERVISOR, NVME, VMLINUX};
 
+/// Where a boot command names its vCPU count.
+pub(super) const VCPUS: &str = "@VCPUS@";
+
 /// One VMM under test: how it runs the general guest and the passthrough guest.
 pub(super) struct Vmm {
     pub(super) label: &'static str,
@@ -20,6 +23,11 @@ pub(super) struct Vmm {
     /// Whether the guest reaches config space through 0xCF8/0xCFC (not so on microvm, whose
     /// PCIe host is ECAM only): the PIO figure is taken only where it is PIO.
     pub(super) config_pio: bool,
+    /// How it boots the boot guest with [`VCPUS`] vCPUs (L2 shell text); `None` where the
+    /// multi-vCPU boots are not measured.
+    pub(super) boot: Option<String>,
+    /// Why not (where `boot` is `None`), for the results.
+    pub(super) no_boot: &'static str,
     /// How it boots the Debian image and stops it; `None` where that is not measured.
     pub(super) debian: Option<DebianCmds>,
     /// Why the Debian image is not booted (where `debian` is `None`), for the results.
@@ -55,13 +63,14 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
     // QEMU as lean as it is configured for this job: no default devices, no VGA, modern-only
     // virtio (as ghost-vmm's), the same disk and TAP. vhost-net is off: L2 has no vhost_net,
     // and ghost-vmm has no vhost either.
-    let qemu = |machine: &str, initrd: &str, devices: &str| {
+    let qemu_smp = |machine: &str, smp: &str, initrd: &str, devices: &str| {
         format!(
-            "$QEMU -accel kvm -machine {machine} -cpu host -smp 1 -m 256 -nodefaults \
+            "$QEMU -accel kvm -machine {machine} -cpu host -smp {smp} -m 256 -nodefaults \
              -no-user-config -display none -serial stdio -no-reboot -kernel {KERNEL} \
              -initrd /ghost/initrd/{initrd}.cpio.gz -append \"{CMDLINE}\" {devices}"
         )
     };
+    let qemu = |machine: &str, initrd: &str, devices: &str| qemu_smp(machine, "1", initrd, devices);
     let virtio = "-drive file=/tmp/bench.img,if=none,id=d0,format=raw \
                   -device virtio-blk-pci,drive=d0,disable-legacy=on \
                   -netdev tap,id=n0,ifname=tapb,script=no,downscript=no,vhost=off \
@@ -82,7 +91,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
         stop: QMP_STOP,
         after: QMP_AFTER,
     };
-    let mut vmms = vec![
+    let mut vmms =
+        vec![
         Vmm {
             label: "ghost-vmm",
             short: "ghost",
@@ -90,6 +100,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             passthrough: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/pt.toml".into(),
             required: true,
             config_pio: true,
+            boot: Some(format!("env GHOST_LOG=info $GHOST_VMM run /ghost/vm/boot-{VCPUS}.toml")),
+            no_boot: "",
             debian: Some(DebianCmds {
                 start: format!("env GHOST_LOG=info $GHOST_VMM run /ghost/vm/debian-{DISK}.toml"),
                 stop: GHOST_STOP,
@@ -105,6 +117,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             passthrough: qemu("q35", "pt", &vfio),
             required: true,
             config_pio: true,
+            boot: Some(qemu_smp("q35", VCPUS, "boot", virtio)),
+            no_boot: "",
             debian: Some(qemu_debian("q35")),
             no_debian: "",
             firmware: Some(firmware::qemu_q35()),
@@ -118,6 +132,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             passthrough: qemu("microvm,pcie=on", "pt", &vfio),
             required: false,
             config_pio: false,
+            boot: None,
+            no_boot: "not taken (a reference column; the 1-vCPU boot is in the general run)",
             debian: Some(qemu_debian("microvm,pcie=on")),
             no_debian: "",
             firmware: None,
@@ -135,6 +151,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
                     .into(),
             required: false,
             config_pio: true,
+            boot: None,
+            no_boot: "not taken (the sandbox's cost is in the block, net and exit figures)",
             // What confinement costs is in the block, net and exit figures; a Debian boot would
             // take a disk copy from the other columns' runs.
             debian: None,
@@ -145,17 +163,19 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
     if cloud_hypervisor {
         // The user's own build, for reference: PVH boot of the same kernel as vmlinux, the
         // same disk, TAP and devices, the 16550 on stdio.
-        let ch = |initrd: &str, devices: &str| {
+        let ch_smp = |cpus: &str, initrd: &str, devices: &str| {
             format!(
-                "{L2_CLOUD_HYPERVISOR} --cpus boot=1 --memory size=256M --kernel {VMLINUX} \
+                "{L2_CLOUD_HYPERVISOR} --cpus boot={cpus} --memory size=256M --kernel {VMLINUX} \
                  --initramfs /ghost/initrd/{initrd}.cpio.gz --cmdline \"{CMDLINE}\" \
                  --serial tty --console off {devices}"
             )
         };
+        let ch = |initrd: &str, devices: &str| ch_smp("1", initrd, devices);
+        let ch_virtio = "--disk path=/tmp/bench.img --net tap=tapb";
         vmms.push(Vmm {
             label: "Cloud Hypervisor",
             short: "ch",
-            general: ch("bench", "--disk path=/tmp/bench.img --net tap=tapb"),
+            general: ch("bench", ch_virtio),
             passthrough: ch(
                 "pt",
                 &format!(
@@ -164,6 +184,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             ),
             required: false,
             config_pio: true,
+            boot: Some(ch_smp(VCPUS, "boot", ch_virtio)),
+            no_boot: "",
             // The image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF kernels only.
             debian: None,
             no_debian: "not taken (the image's kernel is a bzImage; Cloud Hypervisor boots PVH \
@@ -172,4 +194,21 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
         });
     }
     vmms
+}
+
+/// How the boot figures were taken, and why some columns have none of the multi-vCPU ones.
+pub(super) fn boot_notes(vmms: &[Vmm]) -> String {
+    let mut md = String::from(
+        "\n## The boot figures\n\n\
+         - from the line L2 prints just before it starts the VMM to the guest init's first line \
+         (host timestamps of L2's console lines); 1 vCPU: the general guest's boot; 2 and 4 \
+         vCPUs: a guest that only boots and powers off, with the same kernel, modules, disk and \
+         TAP and 256 MiB.\n\
+         - ghost-vmm and QEMU boot the bzImage (its kernel decompresses itself); Cloud \
+         Hypervisor, which boots ELF kernels only, the same kernel's vmlinux through PVH.\n",
+    );
+    for v in vmms.iter().filter(|v| v.boot.is_none()) {
+        md.push_str(&format!("- {}, 2 and 4 vCPUs: {}.\n", v.label, v.no_boot));
+    }
+    md
 }
