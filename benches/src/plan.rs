@@ -131,6 +131,8 @@ pub(super) struct Plan {
     pub(super) jobs: Vec<Job>,
     /// The VMMs that boot the Debian image directly (the required ones only with `--quick`).
     pub(super) debian_vmms: Vec<usize>,
+    /// The VMMs of the multi-vCPU boots (none with `--quick`).
+    pub(super) boot_vmms: Vec<usize>,
     /// The VMMs that boot the installed Debian through OVMF (those with a `Vmm::firmware`).
     pub(super) firmware_vmms: Vec<usize>,
     /// How many runs (the first ones) boot the Debian image directly.
@@ -157,7 +159,13 @@ impl Plan {
                 .filter(|&i| with(&vmms[i]) && (vmms[i].required || !quick))
                 .collect()
         };
-        let boot_vmms = boots(&|v| v.boot.is_some());
+        // Multi-vCPU boots in full runs only: CI's quick run proves the harness, and QEMU q35
+        // with 4 vCPUs hangs the test host now and then (twice on 2026-12-03).
+        let boot_vmms = if quick {
+            Vec::new()
+        } else {
+            boots(&|v| v.boot.is_some())
+        };
         let debian_vmms = boots(&|v| v.debian.is_some());
         let firmware_vmms = boots(&|v| v.firmware.is_some());
         let (debian_runs, firmware_runs) = disk_runs(
@@ -204,6 +212,7 @@ impl Plan {
         }
         Ok(Plan {
             jobs,
+            boot_vmms,
             debian_vmms,
             firmware_vmms,
             debian_runs,
@@ -410,7 +419,8 @@ mod tests {
     fn quick_and_no_firmware_plans() {
         let vmms = vmms(false);
         let quick = Plan::new(1, &vmms, true, None, None).expect("plan");
-        assert_eq!(quick.jobs.len(), 16);
+        assert_eq!(quick.jobs.len(), 12);
+        assert!(quick.boot_vmms.is_empty());
         assert_eq!(quick.debian_vmms, [0, 1]);
         assert_eq!(quick.firmware_runs, 1);
         assert_eq!(quick.disks().len(), 4);

@@ -205,7 +205,8 @@ pub(super) fn boot_notes(vmms: &[Vmm]) -> String {
          vCPUs: a guest that only boots and powers off, with the same kernel, modules, disk and \
          TAP and 256 MiB.\n\
          - ghost-vmm and QEMU boot the bzImage (its kernel decompresses itself); Cloud \
-         Hypervisor, which boots ELF kernels only, the same kernel's vmlinux through PVH.\n",
+         Hypervisor, which boots ELF kernels only, the same kernel's vmlinux through PVH.\n\
+         - the 2 and 4 vCPU boots are taken in full runs only (not with --quick).\n",
     );
     for v in vmms.iter().filter(|v| v.boot.is_none()) {
         md.push_str(&format!("- {}, 2 and 4 vCPUs: {}.\n", v.label, v.no_boot));
