@@ -121,9 +121,7 @@ pub(super) fn general_l2(name: &str, cmd: &str) -> String {
         sleep 0.1
     done
 }}
-rm -f /tmp/bench.img
-dd if=/dev/zero of=/tmp/bench.img bs=1M count=128 2>/dev/null
-ghost_mark start
+{FRESH_DISK}ghost_mark start
 vm_start {name} {cmd}
 vm_wait_for {name} BENCH-INIT-OK 120 || {{ vm_kill {name}; exit 1; }}
 # Idle: the guest waits on its console. Let its boot's last work settle, then measure.
@@ -152,6 +150,11 @@ echo "VMM_RC=$?"
     )
 }
 
+/// L2 shell text: a fresh, zeroed 128 MiB disk file for the general and the boot guest.
+const FRESH_DISK: &str = "rm -f /tmp/bench.img
+dd if=/dev/zero of=/tmp/bench.img bs=1M count=128 2>/dev/null
+";
+
 /// The boot guest: reaches init and powers off (the multi-vCPU boot figures).
 pub(super) const BOOT_GUEST: &str = "echo BENCH-INIT-OK\npoweroff -f\n";
 
@@ -159,9 +162,7 @@ pub(super) const BOOT_GUEST: &str = "echo BENCH-INIT-OK\npoweroff -f\n";
 /// start to the guest's init, then its poweroff.
 pub(super) fn boot_l2(name: &str, cmd: &str) -> String {
     format!(
-        r#"rm -f /tmp/bench.img
-dd if=/dev/zero of=/tmp/bench.img bs=1M count=128 2>/dev/null
-ghost_mark start
+        r#"{FRESH_DISK}ghost_mark start
 vm_start {name} {cmd}
 vm_wait_for {name} BENCH-INIT-OK 120 || {{ vm_kill {name}; exit 1; }}
 vm_wait {name} 60

@@ -11,9 +11,17 @@ use super::firmware::firmware_l2;
 use super::guests::{boot_l2, debian_l2, general_l2, passthrough_l2};
 use super::vmms::{Vmm, VCPUS};
 
-/// The vCPU counts of the boot-only runs ([`Kind::Boot`]); the general guest's boot is the
-/// 1-vCPU figure.
-pub(super) const SMP_BOOTS: [u8; 2] = [2, 4];
+/// The vCPU counts of the boot-only runs ([`Kind::Boot`]) and each one's figure; the general
+/// guest's boot is the 1-vCPU figure.
+pub(super) const SMP_BOOTS: [(u8, &str); 2] = [(2, "boot_2cpu_ms"), (4, "boot_4cpu_ms")];
+
+/// The figure of a boot-only run with `vcpus` vCPUs.
+pub(super) fn smp_figure(vcpus: u8) -> Option<&'static str> {
+    SMP_BOOTS
+        .iter()
+        .find(|(n, _)| *n == vcpus)
+        .map(|(_, key)| *key)
+}
 
 /// Debian boots (direct and firmware together) one test host can hold: each needs its own
 /// copy of its image, a virtio disk of L1 (whose PCI bus 0 has about 26 free slots; L2 names
@@ -183,7 +191,7 @@ impl Plan {
                     jobs.push(Job { kind, vmm, run });
                 }
             }
-            for vcpus in SMP_BOOTS {
+            for (vcpus, _) in SMP_BOOTS {
                 for i in run_order(run, boot_vmms.len()) {
                     jobs.push(Job {
                         kind: Kind::Boot { vcpus },

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ghost_tests::testhost::ScenarioResult;
 
 use super::firmware;
-use super::plan::Kind;
+use super::plan::{smp_figure, Kind};
 use super::vmms::Vmm;
 use super::{READY_LINE, SETTLED};
 
@@ -84,15 +84,12 @@ pub(super) fn figures_of(
             }
         }
         Kind::Boot { vcpus } => {
-            let boot = ms(s.time_between("@@GHOST-MARK start", "BENCH-INIT-OK"));
-            take(
-                if vcpus == 2 {
-                    "boot_2cpu_ms"
-                } else {
-                    "boot_4cpu_ms"
-                },
-                boot,
-            );
+            if let Some(key) = smp_figure(vcpus) {
+                take(
+                    key,
+                    ms(s.time_between("@@GHOST-MARK start", "BENCH-INIT-OK")),
+                );
+            }
         }
         Kind::Passthrough => {
             take("bar_read_ns", s.value("BAR_READ_NS="));

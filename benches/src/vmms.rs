@@ -91,8 +91,7 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
         stop: QMP_STOP,
         after: QMP_AFTER,
     };
-    let mut vmms =
-        vec![
+    let mut vmms = vec![
         Vmm {
             label: "ghost-vmm",
             short: "ghost",
@@ -100,7 +99,9 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             passthrough: "env GHOST_LOG=info $GHOST_VMM run --exit-stats /ghost/vm/pt.toml".into(),
             required: true,
             config_pio: true,
-            boot: Some(format!("env GHOST_LOG=info $GHOST_VMM run /ghost/vm/boot-{VCPUS}.toml")),
+            boot: Some(format!(
+                "env GHOST_LOG=info $GHOST_VMM run /ghost/vm/boot-{VCPUS}.toml"
+            )),
             no_boot: "",
             debian: Some(DebianCmds {
                 start: format!("env GHOST_LOG=info $GHOST_VMM run /ghost/vm/debian-{DISK}.toml"),
