@@ -79,6 +79,9 @@ const USAGE: &str =
                      [--out DIR] [--cloud-hypervisor BINARY]";
 /// Where a Cloud Hypervisor binary given with `--cloud-hypervisor` goes in L2.
 const L2_CLOUD_HYPERVISOR: &str = "/usr/bin/cloud-hypervisor";
+/// `tests/guest-tools/ptyrun.c` in L2: Cloud Hypervisor reads its serial console's input
+/// only from a terminal, and a VM's stdin in L2 is a FIFO.
+const L2_PTYRUN: &str = "/ghost/bin/ptyrun";
 /// The same kernel as an ELF vmlinux (Cloud Hypervisor boots PVH ELF kernels only).
 const VMLINUX: &str = "/ghost/kernel/cloud/vmlinux";
 /// Where a VMM command of the Debian guest names its disk: L2's device (`vda`, `vdb`, ...).
@@ -288,7 +291,11 @@ fn build_host(
             .map_err(|e| format!("OVMF and the fixed L1 QEMU (tests/testhost/setup.sh): {e}"))?;
     }
     Ok(match cloud_hypervisor {
-        Some(ch) => host.binary(L2_CLOUD_HYPERVISOR, ch),
+        Some(ch) => host.binary(L2_CLOUD_HYPERVISOR, ch).file(
+            L2_PTYRUN,
+            build_static(work, "ptyrun"),
+            0o755,
+        ),
         None => host,
     })
 }

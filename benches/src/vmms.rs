@@ -5,7 +5,7 @@
 use ghost_tests::testhost::DEBIAN_CMDLINE;
 
 use super::firmware::{self, FirmwareCmds};
-use super::{CMDLINE, DISK, EDU, KERNEL, L2_CLOUD_HYPERVISOR, NVME, VMLINUX};
+use super::{CMDLINE, DISK, EDU, KERNEL, L2_CLOUD_HYPERVISOR, L2_PTYRUN, NVME, VMLINUX};
 
 /// Where a boot command names its vCPU count.
 pub(super) const VCPUS: &str = "@VCPUS@";
@@ -163,10 +163,11 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
     ];
     if cloud_hypervisor {
         // The user's own build, for reference: PVH boot of the same kernel as vmlinux, the
-        // same disk, TAP and devices, the 16550 on stdio.
+        // same disk, TAP and devices, the 16550 on stdio, which it reads only from a terminal:
+        // on one of ptyrun's (the same process: ptyrun execs it).
         let ch_smp = |cpus: &str, initrd: &str, devices: &str| {
             format!(
-                "{L2_CLOUD_HYPERVISOR} --cpus boot={cpus} --memory size=256M --kernel {VMLINUX} \
+                "{L2_PTYRUN} {L2_CLOUD_HYPERVISOR} --cpus boot={cpus} --memory size=256M --kernel {VMLINUX} \
                  --initramfs /ghost/initrd/{initrd}.cpio.gz --cmdline \"{CMDLINE}\" \
                  --serial tty --console off {devices}"
             )
