@@ -132,7 +132,7 @@ pub fn create_guest_memory(
 /// anonymous `mmap` is only page-aligned (Linux before 6.7), and a misaligned slot costs the
 /// guest a nested page fault per 4 KiB page it touches (issue 16: 17 000 to 28 000 of them
 /// in a nested boot to init, about a second and a half).
-pub const RAM_ALIGN: usize = 2 << 20;
+const RAM_ALIGN: usize = 2 << 20;
 
 /// A stretch of address space held with `PROT_NONE` around a hole of the requested size at
 /// the aligned address: the kernel places a new mapping of that size in the highest gap
