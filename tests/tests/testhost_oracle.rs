@@ -225,7 +225,7 @@ fn a_test_host_that_dies_is_booted_again_for_what_it_left() {
     let host = TestHost::new("oracle-reboots")
         .expect("test-host assets (tests/testhost/setup.sh)")
         .without_l3_kernel(KernelFlavor::Cloud)
-        .reboots(2);
+        .reboots(3);
     let report = host
         .run(&[
             Scenario::new(
@@ -241,8 +241,8 @@ fn a_test_host_that_dies_is_booted_again_for_what_it_left() {
         .expect("the test host boots");
     eprint!("{report}");
 
-    // `before` ran once, in the first boot; `crash` stopped the first and the second boot and
-    // was not run a third time; `after` never started in either and ran in a third boot.
+    // `before` ran once, in the first boot; `crash` stopped the first three boots and was not
+    // run a fourth time; `after` never started in them and ran in a fourth boot.
     report["before"].assert_success();
     report["after"].assert_success();
     let crash = &report["crash"];
@@ -258,20 +258,21 @@ fn a_test_host_that_dies_is_booted_again_for_what_it_left() {
         "the last boot ran to its end:\n{}",
         report.tail(30)
     );
-    assert_eq!(report.early_stops.len(), 2, "{:?}", report.early_stops);
+    assert_eq!(report.early_stops.len(), 3, "{:?}", report.early_stops);
+    for (i, stop) in report.early_stops[..2].iter().enumerate() {
+        assert!(
+            stop.contains(&format!("boot {} stopped early during crash", i + 1))
+                && stop.contains("a fresh boot runs crash, after"),
+            "{stop}"
+        );
+    }
     assert!(
-        report.early_stops[0].contains("boot 1 stopped early during crash")
-            && report.early_stops[0].contains("a fresh boot runs crash, after"),
+        report.early_stops[2].contains("boot 3 stopped early during crash")
+            && report.early_stops[2].ends_with("a fresh boot runs after"),
         "{}",
-        report.early_stops[0]
+        report.early_stops[2]
     );
-    assert!(
-        report.early_stops[1].contains("boot 2 stopped early during crash")
-            && report.early_stops[1].ends_with("a fresh boot runs after"),
-        "{}",
-        report.early_stops[1]
-    );
-    // Three different L2 boots: the kernel's own boot id says so.
+    // Different L2 boots: the kernel's own boot id says so.
     let before = report["before"]
         .line_after("BEFORE_BOOT=")
         .expect("before's boot id");
@@ -285,7 +286,12 @@ fn a_test_host_that_dies_is_booted_again_for_what_it_left() {
     );
     // Each boot logged to its own file.
     let dir = host.work_dir();
-    for log in ["console.log", "console-2.log", "console-3.log"] {
+    for log in [
+        "console.log",
+        "console-2.log",
+        "console-3.log",
+        "console-4.log",
+    ] {
         assert!(
             dir.join(log).is_file(),
             "{log} missing in {}",

@@ -5,7 +5,7 @@
 //! scenario left a partial line):
 //!
 //! ```text
-//! @@GHOST-L2-UP kernel=<uname -r> cpus=<n> modules=<loaded> skipped=<missing or failed>
+//! @@GHOST-L2-UP kernel=<uname -r> cpus=<n> workload=<scenario CPUs> modules=<loaded> skipped=<missing or failed>
 //! @@GHOST-BEGIN <name>
 //! @@GHOST-END <name> rc=<status>[ timeout]
 //! @@GHOST-DONE

@@ -29,8 +29,21 @@ while read -r name path; do
         skipped="$skipped,$name"
     fi
 done </etc/ghost/modules
-printf '\n@@GHOST-L2-UP kernel=%s cpus=%s modules=%s skipped=%s\n' \
-    "$(uname -r)" "$(nproc)" "${loaded#,}" "${skipped#,}"
+# The scenarios (this shell's children) run on CPUs 1 and up: CPU 0 takes the device
+# interrupts (irqaffinity=0), the serial console's above all, and L1's emulated CPU corrupts
+# L2 now and then when such an interrupt meets a CPU running an L3 guest (host.rs,
+# L2_BASE_CMDLINE).
+cpus=$(nproc)
+workload=0
+if [ "$cpus" -gt 1 ]; then
+    if taskset -p "$(printf '%x' $(((1 << cpus) - 2)))" $$ >/dev/null; then
+        workload=1-$((cpus - 1))
+    else
+        echo "ghost-l2: taskset failed; the scenarios share CPU 0"
+    fi
+fi
+printf '\n@@GHOST-L2-UP kernel=%s cpus=%s workload=%s modules=%s skipped=%s\n' \
+    "$(uname -r)" "$cpus" "$workload" "${loaded#,}" "${skipped#,}"
 
 # run_scenario INDEX TIMEOUT_S NAME
 run_scenario() {

@@ -1,23 +1,33 @@
 //! What a test-host boot that stopped early leaves to a fresh boot (see `TestHost::run`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::scenario::{Outcome, RunReport, Scenario, ScenarioResult};
 
+/// How many times one scenario may be under an L2 that stops: the emulated CPU's rare faults
+/// (tests/testhost/README.md, "Flakes") kill L2 in roughly one of three or four OVMF boots, so
+/// a scenario runs a third time before its stops count as its result.
+pub(crate) const MAX_STOPS_UNDER: u32 = 3;
+
 /// What a boot that stopped early left to run, in order: every scenario that never started,
-/// and the one that was running when L2 stopped unless it already ran again once (`rerun`).
+/// and the one that was running when L2 stopped unless L2 has now stopped under it
+/// [`MAX_STOPS_UNDER`] times (`stops`, counted per scenario across the run's boots).
 pub(crate) fn left_over(
     scenarios: &[Scenario],
     report: &RunReport,
-    rerun: &mut BTreeSet<String>,
+    stops: &mut BTreeMap<String, u32>,
 ) -> Vec<Scenario> {
     scenarios
         .iter()
         .filter(
             |s| match report.scenario(&s.name).map(ScenarioResult::outcome) {
                 Some(Outcome::NotStarted) | None => true,
-                Some(Outcome::Unfinished) => rerun.insert(s.name.clone()),
+                Some(Outcome::Unfinished) => {
+                    let n = stops.entry(s.name.clone()).or_insert(0);
+                    *n += 1;
+                    *n < MAX_STOPS_UNDER
+                }
                 Some(_) => false,
             },
         )
@@ -125,7 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stopped_boot_leaves_the_running_scenario_once_and_those_never_started() {
+    fn a_stopped_boot_leaves_those_never_started_and_the_running_one_up_to_its_third_run() {
         let all = scenarios(&["passed", "failed", "wedged", "later"]);
         let first = report(
             vec![
@@ -136,8 +146,8 @@ mod tests {
             ],
             false,
         );
-        let mut rerun = BTreeSet::new();
-        let again = left_over(&all, &first, &mut rerun);
+        let mut stops = BTreeMap::new();
+        let again = left_over(&all, &first, &mut stops);
         // A scenario's own failure is its result; only the test host's stop is run again.
         assert_eq!(names(&again), ["wedged", "later"]);
         let stop = Stop::of(&first).expect("an early stop");
@@ -155,13 +165,21 @@ mod tests {
         );
         assert!(Stop::of(&report(Vec::new(), true)).is_none());
 
-        // The same scenario stops its second boot too: it is not run a third time.
+        // The same scenario stops the second boot too: it runs a third time, not a fourth.
         let mut merged = first;
-        merged.absorb(report(
-            vec![result("wedged", true, None), result("later", false, None)],
-            false,
-        ));
-        assert_eq!(names(&left_over(&all, &merged, &mut rerun)), ["later"]);
+        let again_stopped = || {
+            report(
+                vec![result("wedged", true, None), result("later", false, None)],
+                false,
+            )
+        };
+        merged.absorb(again_stopped());
+        assert_eq!(
+            names(&left_over(&all, &merged, &mut stops)),
+            ["wedged", "later"]
+        );
+        merged.absorb(again_stopped());
+        assert_eq!(names(&left_over(&all, &merged, &mut stops)), ["later"]);
     }
 
     #[test]
