@@ -32,6 +32,8 @@ echo "L2_HUGEPAGES_FREE=$(hugepages_free)"
 grep -q ' /dev/hugepages hugetlbfs ' /proc/mounts && echo "L2_HUGETLBFS=yes"
 echo "L3_BZIMAGE_BYTES=$(stat -c %s $GHOST_KERNEL)"
 echo "L3_VMLINUX_MAGIC=$(head -c 5 $GHOST_VMLINUX | od -An -tx1 | tr -d ' ')"
+echo "L2_SCENARIO_CPUS=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)"
+echo "L2_TTYS0_IRQ_CPUS=$(cat /proc/irq/4/effective_affinity_list)"
 test -c /dev/kvm && test -d /sys/module/kvm_amd
 "#;
 
@@ -90,7 +92,22 @@ fn l2_runs_every_scenario_and_powers_off() {
     assert!(report.completed, "L2 did not finish:\n{}", report.tail(40));
     assert!(!report.deadline_hit);
     assert_eq!(report.l2_field("kernel"), Some(version.as_str()));
-    assert_eq!(report.l2_field("cpus"), Some("2"));
+    assert_eq!(report.l2_field("cpus"), Some("3"));
+    // The scenarios run off CPU 0, which takes the device interrupts (the serial console's).
+    assert_eq!(report.l2_field("workload"), Some("1-2"));
+    let l2 = &report["l2-kvm"];
+    assert_eq!(
+        l2.line_after("L2_SCENARIO_CPUS="),
+        Some("1-2"),
+        "{}",
+        l2.transcript()
+    );
+    assert_eq!(
+        l2.line_after("L2_TTYS0_IRQ_CPUS="),
+        Some("0"),
+        "{}",
+        l2.transcript()
+    );
     let scenarios: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         scenarios,
