@@ -200,7 +200,7 @@ pub struct TestHost {
 
 impl TestHost {
     /// A test host called `name` (its work files go to `<target>/testhost/<name>/`), with the
-    /// defaults: 3072 MiB, 2 CPUs, the cloud L3 kernel as bzImage and vmlinux, no ghost-vmm.
+    /// defaults: 3072 MiB, 3 CPUs (the scenarios on 1-2), the cloud L3 kernel as bzImage and vmlinux, no ghost-vmm.
     /// Prepares the [`Assets`] if needed.
     pub fn new(name: &str) -> Result<Self> {
         check_name("test host", name)?;

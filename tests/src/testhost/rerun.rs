@@ -6,8 +6,9 @@ use std::path::Path;
 use super::scenario::{Outcome, RunReport, Scenario, ScenarioResult};
 
 /// How many times one scenario may be under an L2 that stops: the emulated CPU's rare faults
-/// (tests/testhost/README.md, "Flakes") kill L2 in roughly one of three or four OVMF boots, so
-/// a scenario runs a third time before its stops count as its result.
+/// (tests/testhost/README.md, "Flakes") killed L2 in about one of four OVMF boots before L3
+/// left CPU 0, and may still now and then, so a scenario runs a third time before its stops
+/// count as its result.
 pub(crate) const MAX_STOPS_UNDER: u32 = 3;
 
 /// What a boot that stopped early left to run, in order: every scenario that never started,
