@@ -150,13 +150,14 @@ vm_wait_for {vm} {DEBIAN_READY} {READY_TIMEOUT_S} || {{ vm_kill {vm}; exit 1; }}
 ghost_mark multi-user
 vm_wait_for {vm} {DEBIAN_SHELL_READY} 120 || {{ echo NO_SHELL; vm_kill {vm}; exit 1; }}
 guest_setup {vm}
-# The guest's console still echoes what guest_setup sent, a line at a time or less: each
-# block below starts on a line of its own and goes out in one write.
+# A round trip first: until the guest has answered it, its console still echoes what
+# guest_setup sent, and those bytes would land inside the lines below. Each block then
+# starts on a line of its own (after the prompt) and goes out in one write.
+ask {vm} L3_UP1 'cut -d" " -f1 /proc/uptime' || {{ vm_kill {vm}; exit 1; }}
 $GHOST_VMM status debian2 >/tmp/status.out 2>&1; rc=$?
 printf '\nSTATUS_RC=%s\n%s\n' "$rc" "$(sed 's/^/STATUS: /' /tmp/status.out)"
 printf '\n%s\n' "$($GHOST_VMM list 2>&1 | sed 's/^/LIST: /')"
-$GHOST_VMM status nosuchvm; echo "NOSUCH_RC=$?"
-ask {vm} L3_UP1 'cut -d" " -f1 /proc/uptime' || {{ vm_kill {vm}; exit 1; }}
+$GHOST_VMM status nosuchvm 2>&1; printf '\nNOSUCH_RC=%s\n' "$?"
 ghost_mark pause
 $GHOST_VMM pause debian2; echo "PAUSE_RC=$?"
 $GHOST_VMM status debian2 | sed -n 's/^state: */PAUSED_STATE=/p'
