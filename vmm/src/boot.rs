@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::thread::JoinHandle;
 
 use ghost_boot::bootparams::{write_boot_params, BootParamsConfig};
 use ghost_boot::hyperv::HypervLeaves;
@@ -28,31 +29,85 @@ pub(crate) fn load_kernel(
     config: &VmConfig,
 ) -> Result<loader::KernelEntry, VmmError> {
     let path = config.boot.kernel.as_deref().unwrap_or(Path::new(""));
+    load_kernel_file(mem, path)
+}
+
+fn load_kernel_file(mem: &GuestMemoryMmap, path: &Path) -> Result<loader::KernelEntry, VmmError> {
     loader::load_kernel(mem, &mut open("boot.kernel", path)?).map_err(|source| VmmError::Kernel {
         path: path.to_owned(),
         source,
     })
 }
 
-/// Writes everything the guest needs in memory to boot: kernel, initramfs, ACPI tables,
-/// command line and zero page, GDT and page tables. Returns the 64-bit entry point.
-pub(crate) fn load_guest(
+/// The kernel and initramfs of a direct boot, in guest memory.
+pub(crate) struct Images {
+    kernel: loader::KernelEntry,
+    initramfs: Option<loader::Initramfs>,
+}
+
+/// Loads the kernel and the initramfs of the VM file into `mem`.
+pub(crate) fn load_images(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<Images, VmmError> {
+    let kernel = config.boot.kernel.clone().unwrap_or_default();
+    load_image_files(mem, &kernel, config.boot.initramfs.as_deref())
+}
+
+fn load_image_files(
     mem: &GuestMemoryMmap,
-    config: &VmConfig,
-    pci_mmio64: (u64, u64),
-) -> Result<GuestAddress, VmmError> {
-    let kernel = load_kernel(mem, config)?;
-    let initramfs = match &config.boot.initramfs {
+    kernel: &Path,
+    initramfs: Option<&Path>,
+) -> Result<Images, VmmError> {
+    let kernel = load_kernel_file(mem, kernel)?;
+    let initramfs = match initramfs {
         Some(path) => Some(
             loader::load_initramfs(mem, &mut open("boot.initramfs", path)?, &kernel).map_err(
                 |source| VmmError::Initramfs {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     source,
                 },
             )?,
         ),
         None => None,
     };
+    Ok(Images { kernel, initramfs })
+}
+
+/// [`load_images`] on a thread of its own, so that the tens of MiB of a kernel are read
+/// while KVM and the devices are set up (as Cloud Hypervisor's payload loader does); nothing
+/// else writes the images' part of guest memory, and no vCPU runs before [`Self::wait`].
+pub(crate) struct ImageLoad(JoinHandle<Result<Images, VmmError>>);
+
+impl ImageLoad {
+    /// Starts loading. A thread that cannot be started is an error of the boot.
+    pub(crate) fn start(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<Self, VmmError> {
+        let mem = mem.clone();
+        let kernel = config.boot.kernel.clone().unwrap_or_default();
+        let initramfs = config.boot.initramfs.clone();
+        std::thread::Builder::new()
+            .name("loader".into())
+            .spawn(move || load_image_files(&mem, &kernel, initramfs.as_deref()))
+            .map(Self)
+            .map_err(VmmError::Thread)
+    }
+
+    /// The loaded images, once the thread is done.
+    pub(crate) fn wait(self) -> Result<Images, VmmError> {
+        self.0.join().unwrap_or_else(|_| {
+            Err(VmmError::Thread(std::io::Error::other(
+                "the image loader thread panicked",
+            )))
+        })
+    }
+}
+
+/// Writes everything else the guest needs in memory to boot beside its `images`: ACPI
+/// tables, command line and zero page, GDT and page tables. Returns the 64-bit entry point.
+pub(crate) fn load_guest(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    images: Images,
+    pci_mmio64: (u64, u64),
+) -> Result<GuestAddress, VmmError> {
+    let Images { kernel, initramfs } = images;
     let rsdp = acpi::create_acpi_tables(mem, config.vm.vcpus, pci_mmio64)
         .map_err(ghost_boot::BootError::from)?;
     write_boot_params(

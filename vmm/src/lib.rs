@@ -114,6 +114,9 @@ pub enum VmmError {
     /// Signal handler setup failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// A setup thread (the image loader) could not be started, or died.
+    #[error("cannot load the boot images: {0}")]
+    Thread(#[source] std::io::Error),
     /// A `[[disk]]` image cannot be used (missing, unreadable, or locked by another VM).
     #[error("disk[{index}].path: {source}")]
     Disk {

@@ -205,6 +205,9 @@ impl Vm {
         boot_start: Instant,
     ) -> Result<Self, VmmError> {
         let platform = level.platform;
+        // Guest RAM first: the kernel loads into it while KVM and the devices are set up.
+        let memory = guest_memory(config, platform)?;
+        let images = platform.start_loading(config, &memory)?;
         let vm_fd = Arc::new(kvm.create_vm().map_err(VmmError::kvm("KVM_CREATE_VM"))?);
         let (identity_map, tss) = platform.kvm_pages();
         vm_fd
@@ -224,7 +227,6 @@ impl Vm {
             .create_pit2(pit)
             .map_err(VmmError::kvm("KVM_CREATE_PIT2"))?;
 
-        let memory = guest_memory(config, platform)?;
         let ram_slots = register_memory(&vm_fd, &memory)?;
         let slots = Arc::new(KvmSlots::new(vm_fd.clone(), ram_slots));
         let vcpus_n = config.vm.vcpus;
@@ -339,6 +341,7 @@ impl Vm {
             high_bars: &high_bars,
             disks: &disks,
             passthrough: &passed,
+            images,
         })?;
 
         let mut vcpus = Vec::with_capacity(usize::from(vcpus_n));

@@ -15,7 +15,11 @@ use crate::{boot, VmmError};
 pub(crate) const KVM_PAGES: (u64, u64) = (0xfffb_c000, 0xfffb_d000);
 
 pub(super) fn board(ctx: BoardContext<'_>) -> Result<Board, VmmError> {
-    let entry = boot::load_guest(ctx.memory, ctx.config, ctx.mmio64)?;
+    let images = match ctx.images {
+        Some(load) => load.wait()?,
+        None => boot::load_images(ctx.memory, ctx.config)?,
+    };
+    let entry = boot::load_guest(ctx.memory, ctx.config, images, ctx.mmio64)?;
     ctx.pio.insert(
         Arc::new(Mutex::new(AcpiPowerDevice::new(
             ctx.power.clone(),

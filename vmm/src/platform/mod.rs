@@ -58,6 +58,8 @@ pub(crate) struct BoardContext<'a> {
     pub disks: &'a [DevFn],
     /// Where the passed-through functions sit, in file order.
     pub passthrough: &'a [DevFn],
+    /// The boot images being loaded since [`Platform::start_loading`], if they were.
+    pub images: Option<crate::boot::ImageLoad>,
 }
 
 /// What a platform gives the boot once its devices are placed.
@@ -145,6 +147,19 @@ impl Platform {
                 reset: None,
             },
             Self::Firmware(_) => firmware::pci_chipset(power),
+        }
+    }
+
+    /// Starts loading what the platform boots into `memory` (a direct boot's kernel and
+    /// initramfs), for [`Self::board`] to wait for; `None` where there is nothing to load.
+    pub(crate) fn start_loading(
+        &self,
+        config: &VmConfig,
+        memory: &GuestMemoryMmap,
+    ) -> Result<Option<crate::boot::ImageLoad>, VmmError> {
+        match self {
+            Self::Direct => crate::boot::ImageLoad::start(memory, config).map(Some),
+            Self::Firmware(_) => Ok(None),
         }
     }
 
