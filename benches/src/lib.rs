@@ -74,6 +74,24 @@ pub const FIGURES: &[Figure] = &[
         Better::Lower,
     ),
     fig(
+        "boot_elf_ms",
+        "boot of the ELF vmlinux: VMM start to guest init, 1 vCPU",
+        "ms",
+        Better::Lower,
+    ),
+    fig(
+        "boot_elf_2cpu_ms",
+        "boot of the ELF vmlinux: VMM start to guest init, 2 vCPUs",
+        "ms",
+        Better::Lower,
+    ),
+    fig(
+        "boot_elf_4cpu_ms",
+        "boot of the ELF vmlinux: VMM start to guest init, 4 vCPUs",
+        "ms",
+        Better::Lower,
+    ),
+    fig(
         "exit_ms",
         "exit: guest poweroff to VMM exit",
         "ms",

@@ -218,6 +218,13 @@ fn build_host(
         CMDLINE,
         "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n",
     );
+    let boot_elf_toml = vm_file(
+        "boot",
+        VMLINUX,
+        "boot",
+        CMDLINE,
+        "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n",
+    );
     let pt_toml = vm_file(
         "pt",
         KERNEL,
@@ -268,7 +275,15 @@ fn build_host(
             boot_toml.replace("vcpus = 1", "vcpus = 4"),
             0o644,
         )
-        .debian(debian);
+        .file(plan::L2_SCRUB, build_static(work, "scrub"), 0o755);
+    for vcpus in [1, 2, 4] {
+        host = host.file(
+            format!("/ghost/vm/elf-{vcpus}.toml"),
+            boot_elf_toml.replace("vcpus = 1", &format!("vcpus = {vcpus}")),
+            0o644,
+        );
+    }
+    host = host.debian(debian);
     for (n, kind) in disks.iter().enumerate() {
         debug_assert_eq!(kind.disk(), Some(n));
         let disk = disk_name(n);
@@ -658,8 +673,14 @@ fn bench(opts: &Options) -> Result<bool, String> {
             && (boots(plan.debian_runs, &plan.debian_vmms, i) || !DEBIAN_FIGURES.contains(&key))
             && (boots(plan.firmware_runs, &plan.firmware_vmms, i)
                 || !FIRMWARE_FIGURES.contains(&key))
-            // The multi-vCPU boots are taken in full runs only.
-            && (plan.boot_vmms.contains(&i) || !plan::SMP_BOOTS.iter().any(|(_, k)| *k == key))
+            // The boot-only runs are taken in full runs only, of the VMMs that boot that image.
+            && match plan::boot_image_of(key) {
+                Some(plan::Image::BzImage) => plan.boot_vmms.contains(&i),
+                Some(plan::Image::Vmlinux) => plan.elf_vmms.contains(&i),
+                None => true,
+            }
+            // The general guest's boot is the bzImage's figure (not Cloud Hypervisor's).
+            && (vmms[i].bzimage || key != "boot_ms")
     };
     let (missing, reference): (Vec<_>, Vec<_>) =
         out.samples.missing().into_iter().partition(|(vmm, key)| {

@@ -11,17 +11,44 @@ use super::firmware::firmware_l2;
 use super::guests::{boot_l2, debian_l2, general_l2, passthrough_l2};
 use super::vmms::{Vmm, VCPUS};
 
-/// The vCPU counts of the boot-only runs ([`Kind::Boot`]) and each one's figure; the general
-/// guest's boot is the 1-vCPU figure.
-pub(super) const SMP_BOOTS: [(u8, &str); 2] = [(2, "boot_2cpu_ms"), (4, "boot_4cpu_ms")];
-
-/// The figure of a boot-only run with `vcpus` vCPUs.
-pub(super) fn smp_figure(vcpus: u8) -> Option<&'static str> {
-    SMP_BOOTS
-        .iter()
-        .find(|(n, _)| *n == vcpus)
-        .map(|(_, key)| *key)
+/// Which image of the kernel a boot-only run boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Image {
+    /// The bzImage (its kernel decompresses itself), as the general guest.
+    BzImage,
+    /// The same kernel's ELF vmlinux: what Cloud Hypervisor boots (PVH), so that its boot
+    /// figures compare the same image.
+    Vmlinux,
 }
+
+/// The boot-only runs ([`Kind::Boot`]): vCPUs, image, figure. The general guest's boot is
+/// the 1-vCPU bzImage figure.
+pub(super) const BOOTS: [(u8, Image, &str); 5] = [
+    (2, Image::BzImage, "boot_2cpu_ms"),
+    (4, Image::BzImage, "boot_4cpu_ms"),
+    (1, Image::Vmlinux, "boot_elf_ms"),
+    (2, Image::Vmlinux, "boot_elf_2cpu_ms"),
+    (4, Image::Vmlinux, "boot_elf_4cpu_ms"),
+];
+
+/// The figure of a boot-only run with `vcpus` vCPUs of `image`.
+pub(super) fn boot_figure(vcpus: u8, image: Image) -> Option<&'static str> {
+    BOOTS
+        .iter()
+        .find(|(n, i, _)| *n == vcpus && *i == image)
+        .map(|(_, _, key)| *key)
+}
+
+/// The image whose boot-only runs take figure `key`, if it is one of theirs.
+pub(super) fn boot_image_of(key: &str) -> Option<Image> {
+    BOOTS.iter().find(|(_, _, k)| *k == key).map(|(_, i, _)| *i)
+}
+
+/// L2's scrubber (`tests/guest-tools/scrub.c`) and how much it writes before each scenario:
+/// more than any one VM of the benchmark leaves behind but the Debian guests' 1 GiB, whose
+/// code is a small part of it.
+pub(super) const L2_SCRUB: &str = "/ghost/bin/scrub";
+const SCRUB_MIB: u32 = 768;
 
 /// Debian boots (direct and firmware together) one test host can hold: each needs its own
 /// copy of its image, a virtio disk of L1 (whose PCI bus 0 has about 26 free slots; L2 names
@@ -35,8 +62,8 @@ pub(super) enum Kind {
     General,
     /// The passthrough guest: edu and nvme through VFIO.
     Passthrough,
-    /// The boot guest with this many vCPUs: VMM start to init, then poweroff.
-    Boot { vcpus: u8 },
+    /// The boot guest with this many vCPUs, of this image: VMM start to init, then poweroff.
+    Boot { vcpus: u8, image: Image },
     /// The Debian image on L2's disk `/dev/vd<'a' + disk>` (a pristine copy in every test-host
     /// boot, so a re-run in the next boot gets one too).
     Debian { disk: usize },
@@ -79,7 +106,14 @@ impl Job {
         let what = match self.kind {
             Kind::General => "general".to_owned(),
             Kind::Passthrough => "pt".to_owned(),
-            Kind::Boot { vcpus } => format!("boot{vcpus}"),
+            Kind::Boot {
+                vcpus,
+                image: Image::BzImage,
+            } => format!("boot{vcpus}"),
+            Kind::Boot {
+                vcpus,
+                image: Image::Vmlinux,
+            } => format!("elf{vcpus}"),
             Kind::Debian { .. } => "debian".to_owned(),
             Kind::Firmware { .. } => "fw".to_owned(),
         };
@@ -93,8 +127,12 @@ impl Job {
         let (script, timeout) = match self.kind {
             Kind::General => (general_l2(&short, &vmm.general), 300),
             Kind::Passthrough => (passthrough_l2(&short, &vmm.passthrough), 180),
-            Kind::Boot { vcpus } => {
-                let cmd = vmm.boot.as_ref().expect("a boot job for a VMM without one");
+            Kind::Boot { vcpus, image } => {
+                let cmd = match image {
+                    Image::BzImage => vmm.boot.as_ref(),
+                    Image::Vmlinux => vmm.boot_elf.as_ref(),
+                }
+                .expect("a boot job for a VMM without one");
                 (
                     boot_l2(&short, &cmd.replace(VCPUS, &vcpus.to_string())),
                     180,
@@ -115,6 +153,9 @@ impl Job {
                 (firmware_l2(&short, &disk_name(disk), cmds), 720)
             }
         };
+        // First, outside the measurement, the memory the last VM left with TCG's translations
+        // of its guest's code (see `L2_SCRUB`).
+        let script = format!("{L2_SCRUB} {SCRUB_MIB} || exit 1\n{script}");
         Scenario::new(self.name(vmms), script).timeout(Duration::from_secs(timeout))
     }
 }
@@ -139,8 +180,10 @@ pub(super) struct Plan {
     pub(super) jobs: Vec<Job>,
     /// The VMMs that boot the Debian image directly (the required ones only with `--quick`).
     pub(super) debian_vmms: Vec<usize>,
-    /// The VMMs of the multi-vCPU boots (none with `--quick`).
+    /// The VMMs of the boot-only runs of the bzImage (none with `--quick`).
     pub(super) boot_vmms: Vec<usize>,
+    /// The VMMs of the boot-only runs of the vmlinux (none with `--quick`).
+    pub(super) elf_vmms: Vec<usize>,
     /// The VMMs that boot the installed Debian through OVMF (those with a `Vmm::firmware`).
     pub(super) firmware_vmms: Vec<usize>,
     /// How many runs (the first ones) boot the Debian image directly.
@@ -169,10 +212,13 @@ impl Plan {
         };
         // Multi-vCPU boots in full runs only: CI's quick run proves the harness, and QEMU q35
         // with 4 vCPUs hangs the test host now and then (twice on 2026-12-03).
-        let boot_vmms = if quick {
-            Vec::new()
+        let (boot_vmms, elf_vmms) = if quick {
+            (Vec::new(), Vec::new())
         } else {
-            boots(&|v| v.boot.is_some())
+            (
+                boots(&|v| v.boot.is_some()),
+                boots(&|v| v.boot_elf.is_some()),
+            )
         };
         let debian_vmms = boots(&|v| v.debian.is_some());
         let firmware_vmms = boots(&|v| v.firmware.is_some());
@@ -191,11 +237,15 @@ impl Plan {
                     jobs.push(Job { kind, vmm, run });
                 }
             }
-            for (vcpus, _) in SMP_BOOTS {
-                for i in run_order(run, boot_vmms.len()) {
+            for (vcpus, image, _) in BOOTS {
+                let group = match image {
+                    Image::BzImage => &boot_vmms,
+                    Image::Vmlinux => &elf_vmms,
+                };
+                for i in run_order(run, group.len()) {
                     jobs.push(Job {
-                        kind: Kind::Boot { vcpus },
-                        vmm: boot_vmms[i],
+                        kind: Kind::Boot { vcpus, image },
+                        vmm: group[i],
                         run,
                     });
                 }
@@ -221,6 +271,7 @@ impl Plan {
         Ok(Plan {
             jobs,
             boot_vmms,
+            elf_vmms,
             debian_vmms,
             firmware_vmms,
             debian_runs,
@@ -369,24 +420,54 @@ mod tests {
         assert_eq!(plan.debian_vmms, [0, 1, 2]);
         // ghost-vmm and QEMU q35 only: not microvm.
         assert_eq!(plan.firmware_vmms, [0, 1]);
-        // Per run: general and passthrough under all 4, the 2 and 4 vCPU boots under
-        // ghost-vmm and q35 (not microvm, not ghost-vmm without its sandbox).
-        assert_eq!(plan.jobs.len(), 5 * (8 + 2 * 2) + 4 * 3 + 4 * 2);
+        // Per run: general and passthrough under all 4, the bzImage's 2 and 4 vCPU boots
+        // under ghost-vmm and q35 (not microvm, not ghost-vmm without its sandbox), the
+        // vmlinux's 1, 2 and 4 vCPU boots under ghost-vmm (Cloud Hypervisor's column is off).
+        assert_eq!(plan.jobs.len(), 5 * (8 + 2 * 2 + 3) + 4 * 3 + 4 * 2);
         let boots: Vec<(Kind, usize)> = plan
             .jobs
             .iter()
             .filter(|j| j.run == 2 && matches!(j.kind, Kind::Boot { .. }))
             .map(|j| (j.kind, j.vmm))
             .collect();
+        let bz = |vcpus| Kind::Boot {
+            vcpus,
+            image: Image::BzImage,
+        };
+        let elf = |vcpus| Kind::Boot {
+            vcpus,
+            image: Image::Vmlinux,
+        };
         assert_eq!(
             boots,
             [
-                (Kind::Boot { vcpus: 2 }, 1),
-                (Kind::Boot { vcpus: 2 }, 0),
-                (Kind::Boot { vcpus: 4 }, 1),
-                (Kind::Boot { vcpus: 4 }, 0),
+                (bz(2), 1),
+                (bz(2), 0),
+                (bz(4), 1),
+                (bz(4), 0),
+                (elf(1), 0),
+                (elf(2), 0),
+                (elf(4), 0),
             ]
         );
+        // With Cloud Hypervisor's column, it boots the vmlinux only, rotating with ghost-vmm.
+        let with_ch = super::super::vmms::vmms(true);
+        let ch_plan = Plan::new(5, &with_ch, false, None, None).expect("plan");
+        assert_eq!(
+            (ch_plan.boot_vmms.clone(), ch_plan.elf_vmms.clone()),
+            (vec![0, 1], vec![0, 4])
+        );
+        let elf_boots: Vec<(Kind, usize)> = ch_plan
+            .jobs
+            .iter()
+            .filter(|j| j.run == 2 && j.kind == elf(2))
+            .map(|j| (j.kind, j.vmm))
+            .collect();
+        assert_eq!(elf_boots, [(elf(2), 4), (elf(2), 0)]);
+        let scenario = ch_plan.jobs[0].scenario(&with_ch);
+        assert!(scenario
+            .script
+            .starts_with("/ghost/bin/scrub 768 || exit 1\n"));
         let disks: Vec<usize> = plan.jobs.iter().filter_map(|j| j.kind.disk()).collect();
         assert_eq!(disks, (0..20).collect::<Vec<_>>());
         let kinds = plan.disks();

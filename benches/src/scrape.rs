@@ -6,7 +6,7 @@ use std::time::Duration;
 use ghost_tests::testhost::ScenarioResult;
 
 use super::firmware;
-use super::plan::{smp_figure, Kind};
+use super::plan::{boot_figure, Kind};
 use super::vmms::Vmm;
 use super::{READY_LINE, SETTLED};
 
@@ -48,10 +48,12 @@ pub(super) fn figures_of(
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     match kind {
         Kind::General => {
-            take(
-                "boot_ms",
-                ms(s.time_between("@@GHOST-MARK start", "BENCH-INIT-OK")),
-            );
+            if vmm.bzimage {
+                take(
+                    "boot_ms",
+                    ms(s.time_between("@@GHOST-MARK start", "BENCH-INIT-OK")),
+                );
+            }
             take("exit_ms", ms(s.time_between("BENCH-DONE", "VMM_RC=")));
             take(
                 "rss_overhead_mib",
@@ -83,8 +85,8 @@ pub(super) fn figures_of(
                 }
             }
         }
-        Kind::Boot { vcpus } => {
-            if let Some(key) = smp_figure(vcpus) {
+        Kind::Boot { vcpus, image } => {
+            if let Some(key) = boot_figure(vcpus, image) {
                 take(
                     key,
                     ms(s.time_between("@@GHOST-MARK start", "BENCH-INIT-OK")),

@@ -28,6 +28,12 @@ pub(super) struct Vmm {
     pub(super) boot: Option<String>,
     /// Why not (where `boot` is `None`), for the results.
     pub(super) no_boot: &'static str,
+    /// How it boots the boot guest's kernel as the ELF vmlinux with [`VCPUS`] vCPUs; `None`
+    /// where that is not measured.
+    pub(super) boot_elf: Option<String>,
+    /// Whether its general guest boots the bzImage, the image of the `boot_ms` figure (Cloud
+    /// Hypervisor's boots the vmlinux).
+    pub(super) bzimage: bool,
     /// How it boots the Debian image and stops it; `None` where that is not measured.
     pub(super) debian: Option<DebianCmds>,
     /// Why the Debian image is not booted (where `debian` is `None`), for the results.
@@ -103,6 +109,10 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
                 "env GHOST_LOG=info $GHOST_VMM run /ghost/vm/boot-{VCPUS}.toml"
             )),
             no_boot: "",
+            boot_elf: Some(format!(
+                "env GHOST_LOG=info $GHOST_VMM run /ghost/vm/elf-{VCPUS}.toml"
+            )),
+            bzimage: true,
             debian: Some(DebianCmds {
                 start: format!("env GHOST_LOG=info $GHOST_VMM run /ghost/vm/debian-{DISK}.toml"),
                 stop: GHOST_STOP,
@@ -120,6 +130,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             config_pio: true,
             boot: Some(qemu_smp("q35", VCPUS, "boot", virtio)),
             no_boot: "",
+            boot_elf: None,
+            bzimage: true,
             debian: Some(qemu_debian("q35")),
             no_debian: "",
             firmware: Some(firmware::qemu_q35()),
@@ -135,6 +147,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             config_pio: false,
             boot: None,
             no_boot: "not taken (a reference column; the 1-vCPU boot is in the general run)",
+            boot_elf: None,
+            bzimage: true,
             debian: Some(qemu_debian("microvm,pcie=on")),
             no_debian: "",
             firmware: None,
@@ -154,6 +168,8 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             config_pio: true,
             boot: None,
             no_boot: "not taken (the sandbox's cost is in the block, net and exit figures)",
+            boot_elf: None,
+            bzimage: true,
             // What confinement costs is in the block, net and exit figures; a Debian boot would
             // take a disk copy from the other columns' runs.
             debian: None,
@@ -186,8 +202,11 @@ pub(super) fn vmms(cloud_hypervisor: bool) -> Vec<Vmm> {
             ),
             required: false,
             config_pio: true,
-            boot: Some(ch_smp(VCPUS, "boot", ch_virtio)),
-            no_boot: "",
+            // It boots the vmlinux only: its boot figures are the vmlinux's.
+            boot: None,
+            no_boot: "not taken (it boots ELF kernels only: see the vmlinux boots)",
+            boot_elf: Some(ch_smp(VCPUS, "boot", ch_virtio)),
+            bzimage: false,
             // The image's kernel is a bzImage; Cloud Hypervisor boots PVH ELF kernels only.
             debian: None,
             no_debian: "not taken (the image's kernel is a bzImage; Cloud Hypervisor boots PVH \
@@ -206,12 +225,22 @@ pub(super) fn boot_notes(vmms: &[Vmm]) -> String {
          (host timestamps of L2's console lines); 1 vCPU: the general guest's boot; 2 and 4 \
          vCPUs: a guest that only boots and powers off, with the same kernel, modules, disk and \
          TAP and 256 MiB.\n\
-         - ghost-vmm and QEMU boot the bzImage (its kernel decompresses itself); Cloud \
-         Hypervisor, which boots ELF kernels only, the same kernel's vmlinux through PVH.\n\
-         - the 2 and 4 vCPU boots are taken in full runs only (not with --quick).\n",
+         - ghost-vmm and QEMU boot the bzImage (its kernel decompresses itself). Cloud \
+         Hypervisor boots ELF kernels only: its figures are the rows of the same kernel's \
+         vmlinux (PVH), which ghost-vmm boots too (its ELF loader), so that its ratio to Cloud \
+         Hypervisor compares one image.\n\
+         - the boot-only runs (2 and 4 vCPUs, and the vmlinux's) are taken in full runs only \
+         (not with --quick).\n\
+         - before every scenario L2 writes 768 MiB of fresh memory (`tests/guest-tools/scrub.c`): \
+         L1's TCG keeps its translations of the last guest's code on the pages that guest \
+         freed, and the first writes to them cost up to 0.9 s per 2 MiB to whichever VM got \
+         them next (tests/testhost/README.md, \"Timing\").\n",
     );
     for v in vmms.iter().filter(|v| v.boot.is_none()) {
-        md.push_str(&format!("- {}, 2 and 4 vCPUs: {}.\n", v.label, v.no_boot));
+        md.push_str(&format!(
+            "- {}, the bzImage with 2 and 4 vCPUs: {}.\n",
+            v.label, v.no_boot
+        ));
     }
     md
 }
