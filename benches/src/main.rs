@@ -19,7 +19,10 @@
 //! ([`firmware`]): to multi-user, to the kernel's first line (the firmware's share), ghost-vmm's
 //! exits by then, the stop. The VMMs alternate within a run, so drift on the shared machine
 //! hits both alike, and the one that goes first rotates from run to run
-//! ([`ghost_benches::run_order`]), so no VMM always has the first slot. A scenario whose
+//! ([`ghost_benches::run_order`]), so no VMM always has the first slot. Full runs also boot a
+//! guest that only reaches init, the bzImage with 2 and 4 vCPUs and the same kernel's vmlinux
+//! with 1, 2 and 4 ([`plan::BOOTS`]). Every scenario starts with L2 scrubbing its recently
+//! freed memory, outside the measurement ([`plan::L2_SCRUB`]). A scenario whose
 //! guest did not finish is reported and run once more; a test host that dies is booted again
 //! for what is left. The table of medians and ratios is printed and written to `DIR/<date>.md`
 //! (`<date>-2.md`, ... for a later run of the same day; default `benches/results`; with
@@ -33,7 +36,8 @@
 //! kept (or refused if it cannot be), the other gets what is left.
 //!
 //! `--cloud-hypervisor BINARY` adds a column for a Cloud Hypervisor the user built (PVH boot of
-//! the same kernel's vmlinux, same devices); like microvm's, its figures are for reference.
+//! the same kernel's vmlinux, same devices; its boot figures are the vmlinux rows); like
+//! microvm's, its figures are for reference.
 //!
 //! `--quick` (CI) takes one run with smaller workloads, and boots the Debian image, directly
 //! and through the firmware, under the two required VMMs only (ghost-vmm and QEMU q35), once
