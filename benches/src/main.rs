@@ -88,6 +88,8 @@ const L2_CLOUD_HYPERVISOR: &str = "/usr/bin/cloud-hypervisor";
 const L2_PTYRUN: &str = "/ghost/bin/ptyrun";
 /// The same kernel as an ELF vmlinux (Cloud Hypervisor boots PVH ELF kernels only).
 const VMLINUX: &str = "/ghost/kernel/cloud/vmlinux";
+/// The general and the boot guests' devices under ghost-vmm: the benchmark's disk and TAP.
+const VIRTIO_DEVICES: &str = "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n";
 /// Where a VMM command of the Debian guest names its disk: L2's device (`vda`, `vdb`, ...).
 const DISK: &str = "@DISK@";
 /// The line the Debian image prints at multi-user (`GHOST-READY uptime=<seconds>`).
@@ -213,22 +215,10 @@ fn build_host(
         KERNEL,
         "bench",
         &format!("{CMDLINE} bench_timer={BOOT_TIMER_PORT}"),
-        "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n",
+        VIRTIO_DEVICES,
     );
-    let boot_toml = vm_file(
-        "boot",
-        KERNEL,
-        "boot",
-        CMDLINE,
-        "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n",
-    );
-    let boot_elf_toml = vm_file(
-        "boot",
-        VMLINUX,
-        "boot",
-        CMDLINE,
-        "[[disk]]\npath = \"/tmp/bench.img\"\n\n[[net]]\ntap = \"tapb\"\n",
-    );
+    let boot_toml = vm_file("boot", KERNEL, "boot", CMDLINE, VIRTIO_DEVICES);
+    let boot_elf_toml = vm_file("boot", VMLINUX, "boot", CMDLINE, VIRTIO_DEVICES);
     let pt_toml = vm_file(
         "pt",
         KERNEL,
@@ -280,7 +270,10 @@ fn build_host(
             0o644,
         )
         .file(plan::L2_SCRUB, build_static(work, "scrub"), 0o755);
-    for vcpus in [1, 2, 4] {
+    let elf_boots = plan::BOOTS
+        .iter()
+        .filter(|(_, image, _)| *image == plan::Image::Vmlinux);
+    for (vcpus, _, _) in elf_boots {
         host = host.file(
             format!("/ghost/vm/elf-{vcpus}.toml"),
             boot_elf_toml.replace("vcpus = 1", &format!("vcpus = {vcpus}")),

@@ -45,12 +45,6 @@ pub(crate) struct Images {
     initramfs: Option<loader::Initramfs>,
 }
 
-/// Loads the kernel and the initramfs of the VM file into `mem`.
-pub(crate) fn load_images(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<Images, VmmError> {
-    let kernel = config.boot.kernel.clone().unwrap_or_default();
-    load_image_files(mem, &kernel, config.boot.initramfs.as_deref())
-}
-
 fn load_image_files(
     mem: &GuestMemoryMmap,
     kernel: &Path,
@@ -71,7 +65,7 @@ fn load_image_files(
     Ok(Images { kernel, initramfs })
 }
 
-/// [`load_images`] on a thread of its own, so that the tens of MiB of a kernel are read
+/// Loads the kernel and the initramfs of the VM file on a thread of its own, so that the tens of MiB of a kernel are read
 /// while KVM and the devices are set up (as Cloud Hypervisor's payload loader does); nothing
 /// else writes the images' part of guest memory, and no vCPU runs before [`Self::wait`].
 pub(crate) struct ImageLoad(JoinHandle<Result<Images, VmmError>>);

@@ -15,10 +15,12 @@ use crate::{boot, VmmError};
 pub(crate) const KVM_PAGES: (u64, u64) = (0xfffb_c000, 0xfffb_d000);
 
 pub(super) fn board(ctx: BoardContext<'_>) -> Result<Board, VmmError> {
-    let images = match ctx.images {
-        Some(load) => load.wait()?,
-        None => boot::load_images(ctx.memory, ctx.config)?,
+    // Started by `Platform::start_loading`; started here if it was not.
+    let load = match ctx.images {
+        Some(load) => load,
+        None => boot::ImageLoad::start(ctx.memory, ctx.config)?,
     };
+    let images = load.wait()?;
     let entry = boot::load_guest(ctx.memory, ctx.config, images, ctx.mmio64)?;
     ctx.pio.insert(
         Arc::new(Mutex::new(AcpiPowerDevice::new(
